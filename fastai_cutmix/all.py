@@ -5,9 +5,11 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #d0f6892b
+# %% ../nbs/99_all.ipynb #d256c616
 from fastai.vision.all import *
 from .core import *
 from .mixup import *
 from .cutmix import *
 from .data import *
+# a star import of this module gives every public name above (nbdev writes an empty `__all__` otherwise)
+__all__ = [k for k in dir() if not k.startswith('_')]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on a fresh machine (Python 3.11, PyPI, Debian's packages); safe to re-run.
+#   .venv         the authoring environment: the pinned nbdev 2 stack (settings.ini's dev_requirements), fastai 2.8.7
+#   .venv-latest  the newest fastai release, on which the test suite runs too (LATEST=0 skips it)
+#   Fashion-MNIST from Debian's `dataset-fashion-mnist`, where apt is available
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+quiet() { "$@" 2>&1 | grep -v -e "^WARNING: Location" -e "is ignored: it is neither" -e "^  " -e "^$" -e "!!" || true; }
+
+if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "setup: installing Debian's dataset-fashion-mnist"
+  $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
+    || echo "setup: could not install dataset-fashion-mnist; see fastai_cutmix.data.find_fashion_mnist for other ways"
+fi
+
+venv() { # venv DIR PIP-ARGS...: create DIR if needed, then install
+  local d=$1; shift
+  [ -x "$d/bin/python" ] || "$py" -m venv "$d"
+  quiet "$d/bin/pip" install -q --disable-pip-version-check "$@"
+}
+echo "setup: .venv (nbdev 2 authoring stack)"
+venv .venv -e ".[dev]"
+if [ "${LATEST:-1}" != 0 ]; then
+  echo "setup: .venv-latest (newest fastai)"
+  venv .venv-latest --upgrade fastai pytest hypothesis
+  quiet .venv-latest/bin/pip install -q --disable-pip-version-check --no-deps -e .
+fi
+.venv/bin/python -c "import fastai, nbdev; print(f'setup: .venv has fastai {fastai.__version__}, nbdev {nbdev.__version__}')"
+[ ! -x .venv-latest/bin/python ] || .venv-latest/bin/python -c "import fastai, fastcore; print(f'setup: .venv-latest has fastai {fastai.__version__}, fastcore {fastcore.__version__}')"

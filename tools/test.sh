@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up (tools/setup.sh) and runs every check CI runs:
+#   1. nbs/ and the generated files agree: nbdev_export, nbdev_clean and tools/readme.sh change nothing
+#   2. the notebooks' tests, on the pinned authoring stack (fastai 2.8.7)
+#   3. the pytest suite on the newest fastai release, then on fastai 2.8.7
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONWARNINGS=ignore MPLBACKEND=Agg
+bash tools/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"  # nbdev's commands shell out to `pip`/`python`: keep them in the venv
+
+state() { git status --porcelain=v1 --untracked-files=all -- nbs fastai_cutmix README.md; git diff -- nbs fastai_cutmix README.md | sha1sum; }
+before=$(state)
+nbdev_export
+nbdev_clean
+bash tools/readme.sh
+if [ "$(state)" != "$before" ]; then
+  echo "FAIL: nbs/ and the generated files disagree. Run nbdev_export, nbdev_clean and tools/readme.sh, and commit:"
+  git status --short -- nbs fastai_cutmix README.md; git --no-pager diff --stat -- nbs fastai_cutmix README.md
+  exit 1
+fi
+echo "sync: nbdev_export, nbdev_clean and tools/readme.sh leave nbs/, fastai_cutmix/ and README.md as they are"
+
+echo "== notebook tests (fastai $(python -c 'import fastai; print(fastai.__version__)'))"
+nbdev_test --n_workers 2 --timing
+for env in .venv-latest .venv; do
+  [ -x "$env/bin/python" ] || continue
+  echo "== pytest on fastai $($env/bin/python -c 'import fastai; print(fastai.__version__)') ($env)"
+  "$env/bin/python" -m pytest -q -p no:randomly tests
+done
