@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #d256c616
+# %% ../nbs/99_all.ipynb #ba96fce2
 from fastai.vision.all import *
 from .core import *
 from .mixup import *

@@ -1,0 +1,195 @@
+"Bad constructor arguments and bad batches: the right exception, with a message that names what is wrong."
+import re, math
+import numpy as np
+import pytest, torch
+import torch.nn.functional as F
+from fastai.torch_core import set_seed
+from fastai_cutmix.core import MixHandler, mixing_learner, sample_lam
+from fastai_cutmix.mixup import MixUp
+from fastai_cutmix.cutmix import CutMix
+
+NAN,INF = float('nan'),float('inf')
+CLASSES = [MixHandler, MixUp, CutMix]
+
+# (kwargs, exception, message without the class name)
+BAD = [
+    (dict(alpha=0), ValueError, "alpha must be in (0, inf), got 0"),
+    (dict(alpha=0.), ValueError, "alpha must be in (0, inf), got 0.0"),
+    (dict(alpha=-1), ValueError, "alpha must be in (0, inf), got -1"),
+    (dict(alpha=-INF), ValueError, "alpha must be in (0, inf), got -inf"),
+    (dict(alpha=NAN), ValueError, "alpha must be in (0, inf), got nan"),
+    (dict(p=-.1), ValueError, "p must be in [0, 1], got -0.1"),
+    (dict(p=1.5), ValueError, "p must be in [0, 1], got 1.5"),
+    (dict(p=NAN), ValueError, "p must be in [0, 1], got nan"),
+    (dict(p=INF), ValueError, "p must be in [0, 1], got inf"),
+    (dict(stop_pct=0), ValueError, "stop_pct must be in (0, 1], got 0"),
+    (dict(stop_pct=-.5), ValueError, "stop_pct must be in (0, 1], got -0.5"),
+    (dict(stop_pct=1.01), ValueError, "stop_pct must be in (0, 1], got 1.01"),
+    (dict(stop_pct=NAN), ValueError, "stop_pct must be in (0, 1], got nan"),
+    (dict(alpha='1'), TypeError, "alpha must be a number, got str '1'"),
+    (dict(alpha=None), TypeError, "alpha must be a number, got NoneType None"),
+    (dict(alpha=True), TypeError, "alpha must be a number, got bool True"),
+    (dict(alpha=[1.]), TypeError, "alpha must be a number, got list [1.0]"),
+    (dict(alpha=torch.tensor(1.)), TypeError, "alpha must be a number, got Tensor"),
+    (dict(alpha=1j), TypeError, "alpha must be a number, got complex 1j"),
+    (dict(p='half'), TypeError, "p must be a number, got str 'half'"),
+    (dict(p=False), TypeError, "p must be a number, got bool False"),
+    (dict(stop_pct=None), TypeError, "stop_pct must be a number, got NoneType None"),
+]
+
+@pytest.mark.parametrize('cls', CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize('kwargs,exc,msg', BAD, ids=[f'{k}={v!r}' for kw,_,_ in BAD for k,v in kw.items()])
+def test_bad_argument(cls, kwargs, exc, msg):
+    with pytest.raises(exc, match='^' + re.escape(f'{cls.__name__}: {msg}')):
+        cls(**kwargs)
+
+BAD_MINMAX = [
+    ((.5, .2), ValueError, "CutMix: minmax must have min <= max, got (0.5, 0.2); swap them"),
+    ([.9, .1], ValueError, "CutMix: minmax must have min <= max, got [0.9, 0.1]"),
+    ((.2, 1.5), ValueError, "CutMix: minmax[1] must be in [0, 1], got 1.5"),
+    ((-.1, .5), ValueError, "CutMix: minmax[0] must be in [0, 1], got -0.1"),
+    ((NAN, .5), ValueError, "CutMix: minmax[0] must be in [0, 1], got nan"),
+    ((.1, NAN), ValueError, "CutMix: minmax[1] must be in [0, 1], got nan"),
+    ((1.2, 1.5), ValueError, "CutMix: minmax[0] must be in [0, 1], got 1.2"),
+    ((.1,), TypeError, "CutMix: minmax must be a (min, max) pair of shares of each side, got (0.1,)"),
+    ((.1, .2, .3), TypeError, "CutMix: minmax must be a (min, max) pair"),
+    (.5, TypeError, "CutMix: minmax must be a (min, max) pair of shares of each side, got 0.5"),
+    ('ab', TypeError, "CutMix: minmax must be a (min, max) pair"),
+    (('a', .5), TypeError, "CutMix: minmax[0] must be a number, got str 'a'"),
+    ((.1, None), TypeError, "CutMix: minmax[1] must be a number, got NoneType None"),
+]
+
+@pytest.mark.parametrize('minmax,exc,msg', BAD_MINMAX, ids=[repr(m) for m,_,_ in BAD_MINMAX])
+def test_bad_minmax(minmax, exc, msg):
+    with pytest.raises(exc, match='^' + re.escape(msg)): CutMix(minmax=minmax)
+
+@pytest.mark.parametrize('cls', CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize('kwargs', [dict(alpha=1e-3), dict(alpha=1), dict(alpha=np.float32(.3)), dict(alpha=1e6),
+    dict(p=0), dict(p=1), dict(p=np.float64(.5)), dict(stop_pct=1), dict(stop_pct=1e-9), dict(p=0., stop_pct=.2)])
+def test_good_arguments_are_kept(cls, kwargs):
+    cb = cls(**kwargs)
+    for k,v in kwargs.items(): assert getattr(cb, k)==v
+    assert cb.idx is None and cb.wgt is None
+
+@pytest.mark.parametrize('minmax', [(0, 0), (1, 1), (.3, .3), [0, 1], (np.float32(.2), .4)])
+def test_good_minmax(minmax):
+    assert CutMix(minmax=minmax).minmax==minmax
+
+def test_defaults():
+    m,c = MixUp(),CutMix()
+    assert (m.alpha,m.p,m.stop_pct,m.max_lam) == (.4, 1., 1., True)
+    assert (c.alpha,c.p,c.stop_pct,c.per_sample,c.minmax) == (1., 1., 1., False, None)
+    assert MixHandler().alpha==.5
+
+def test_alpha_inf_is_rejected_or_draws_half():
+    try: cb = MixUp(alpha=INF)
+    except ValueError: return # rejecting it would be fine too
+    mixing_learner(cb, torch.randn(8, 3))
+    torch.testing.assert_close(cb.wgt, torch.full((2, 8), .5))
+
+# ------------------------------------------------------------------ bad batches
+
+def test_target_batch_size_differs():
+    x = torch.randn(4, 3, 5, 5)
+    for cb in (MixUp(), CutMix(), CutMix(per_sample=True)):
+        with pytest.raises(ValueError, match=re.escape(f"{type(cb).__name__}: target 0 has shape (3,) but input 0 has "
+                                                       "batch size 4; every input and target must be a tensor with the batch first")):
+            mixing_learner(cb, x, torch.zeros(3, dtype=torch.long))
+        assert cb.idx is None and cb.wgt is None
+
+def test_second_target_batch_size_differs():
+    x = torch.randn(4, 3, 5, 5)
+    with pytest.raises(ValueError, match=re.escape("target 1 has shape (5, 5) but input 0 has batch size 4")):
+        mixing_learner(MixUp(), x, (torch.zeros(4, dtype=torch.long), torch.zeros(5, 5)))
+
+def test_scalar_and_non_tensor_targets():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=re.escape("MixUp: target 0 has shape () but input 0 has batch size 4")):
+        mixing_learner(MixUp(), x, torch.tensor(1))
+    with pytest.raises(ValueError, match=re.escape("MixUp: target 0 has shape () but input 0")):
+        mixing_learner(MixUp(), x, ([0, 1, 2, 3],))
+
+def test_input_batch_size_differs():
+    with pytest.raises(ValueError, match=re.escape("CutMix: input 1 has shape (2, 3, 5, 5) but input 0 has batch size 4")):
+        mixing_learner(CutMix(), (torch.randn(4, 3, 5, 5), torch.randn(2, 3, 5, 5)))
+
+@pytest.mark.parametrize('per_sample', [False, True])
+def test_cutmix_flat_input(per_sample):
+    with pytest.raises(ValueError, match=re.escape("CutMix: cannot cut input 0 of shape (4, 10)") + '.*'
+                                         + re.escape("For tabular or flat inputs use MixUp.")):
+        mixing_learner(CutMix(per_sample=per_sample), torch.randn(4, 10))
+
+def test_cutmix_1d_batch():
+    with pytest.raises(ValueError, match=re.escape("CutMix: cannot cut input 0 of shape (4,)")):
+        mixing_learner(CutMix(), torch.randn(4))
+
+@pytest.mark.parametrize('per_sample', [False, True])
+def test_cutmix_inputs_of_different_spatial_size(per_sample):
+    "A second input of another spatial size: the error names it, and nothing is mixed (batch mode mixes in place)"
+    x,x2 = torch.randn(4, 3, 8, 8),torch.randn(4, 3, 6, 6)
+    x0 = x.clone()
+    cb = CutMix(per_sample=per_sample)
+    with pytest.raises(ValueError, match=re.escape("CutMix: cannot cut input 1 of shape (4, 3, 6, 6): every input needs "
+                                                   "a batch and a channel dimension, then the spatial size of input 0 (")
+                                         + r"\(?8, 8\)"):
+        mixing_learner(cb, (x, x2))
+    assert torch.equal(x, x0)
+    assert cb.idx is None and cb.wgt is None
+
+def test_cutmix_spatial_size_message_format():
+    with pytest.raises(ValueError, match=re.escape("spatial size of input 0 (8, 8), as in")):
+        mixing_learner(CutMix(), (torch.randn(4, 3, 8, 8), torch.randn(4, 3, 6, 6)))
+
+def test_cutmix_second_flat_input():
+    with pytest.raises(ValueError, match=re.escape("CutMix: cannot cut input 1 of shape (4, 7)")):
+        mixing_learner(CutMix(), (torch.randn(4, 3, 8, 8), torch.randn(4, 7)))
+
+def test_mixup_only_integer_inputs():
+    with pytest.raises(ValueError, match=re.escape("MixUp: no input it can mix among ['torch.int64 (4, 3)', 'torch.uint8 (4, 2)']")):
+        mixing_learner(MixUp(), (torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 2, dtype=torch.uint8)))
+
+def test_mixup_integer_and_float_inputs():
+    "A float input among integer ones is mixed, the integer ones are passed through"
+    ints,x = torch.arange(8).view(4, 2),torch.randn(4, 3)
+    cb = MixUp()
+    learn = mixing_learner(cb, (ints, x.clone()))
+    assert learn.xb[0] is ints
+    torch.testing.assert_close(learn.xb[1], cb.wgt[0][:, None]*x + cb.wgt[1][:, None]*x[cb.perm], atol=1e-6, rtol=0)
+
+def test_integer_targets_need_reducible_loss():
+    def lf(pred, y): return F.cross_entropy(pred, y)
+    with pytest.raises(ValueError, match=r"MixUp: integer targets need one loss per sample, but the loss .*lf.* cannot "
+                                         r"skip its reduction\. Give it a `reduction` argument or attribute"):
+        mixing_learner(MixUp(), torch.randn(4, 3), torch.zeros(4, dtype=torch.long), loss_func=lf)
+
+# ------------------------------------------------------------------ p and stop_pct decide when to mix
+
+@pytest.mark.parametrize('cls', [MixUp, CutMix])
+def test_p_zero_never_mixes(cls):
+    x = torch.randn(4, 3, 5, 5)
+    for _ in range(5):
+        cb = cls(p=0)
+        learn = mixing_learner(cb, x.clone())
+        assert cb.idx is None and cb.wgt is None and torch.equal(learn.xb[0], x)
+
+def test_p_half_mixes_about_half():
+    set_seed(0)
+    cb = MixUp(p=.5)
+    learn = mixing_learner(cb, torch.randn(4, 3))
+    n = 0
+    for _ in range(400):
+        cb.before_batch(); n += cb.idx is not None
+    assert 150 < n < 250
+
+@pytest.mark.parametrize('pct,mixed', [(0., True), (.49, True), (.5, False), (.9, False)])
+def test_stop_pct(pct, mixed):
+    cb = CutMix(stop_pct=.5)
+    x = torch.randn(4, 3, 5, 5)
+    mixing_learner(cb, x, pct_train=pct)
+    assert (cb.idx is not None)==mixed and (cb.wgt is not None)==mixed
+
+def test_unmixed_batches_skip_checks():
+    "A batch that is not mixed is not checked either (the draw happens first)"
+    cb = CutMix(p=0)
+    learn = mixing_learner(cb, torch.randn(4, 10))
+    assert cb.idx is None
