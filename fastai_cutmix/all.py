@@ -5,11 +5,16 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #ba96fce2
+# %% ../nbs/99_all.ipynb #eda50db5
 from fastai.vision.all import *
 from .core import *
 from .mixup import *
 from .cutmix import *
+from .show import *
+from .choice import *
+from .fmix import *
+from .resizemix import *
+from .ricap import *
 from .data import *
 # a star import of this module gives every public name above (nbdev writes an empty `__all__` otherwise)
 __all__ = [k for k in dir() if not k.startswith('_')]

@@ -73,7 +73,7 @@ def test_good_arguments_are_kept(cls, kwargs):
 
 @pytest.mark.parametrize('minmax', [(0, 0), (1, 1), (.3, .3), [0, 1], (np.float32(.2), .4)])
 def test_good_minmax(minmax):
-    assert CutMix(minmax=minmax).minmax==minmax
+    assert CutMix(minmax=minmax).minmax==tuple(minmax)
 
 def test_defaults():
     m,c = MixUp(),CutMix()
