@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #eda50db5
+# %% ../nbs/99_all.ipynb #aff88716
 from fastai.vision.all import *
 from .core import *
 from .mixup import *
