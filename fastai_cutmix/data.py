@@ -8,9 +8,9 @@ import gzip, os, struct
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['FMNIST_CLASSES', 'FMNIST_FILES', 'FMNIST_ENV', 'FMNIST_DEBIAN', 'PHOTO_CLASSES', 'BRIGHTNESS_CODES',
-           'fashion_mnist_dirs', 'find_fashion_mnist', 'read_idx', 'fashion_mnist', 'ToTensorImageBW',
-           'fashion_mnist_dls', 'tiny_cnn', 'ToTensorImage', 'photo_dls']
+__all__ = ['FMNIST_CLASSES', 'FMNIST_FILES', 'FMNIST_ENV', 'FMNIST_DEBIAN', 'FMNIST_MIRRORS', 'PHOTO_CLASSES', 'BRIGHTNESS_CODES',
+           'fashion_mnist_dirs', 'find_fashion_mnist', 'download_fashion_mnist', 'read_idx', 'fashion_mnist',
+           'ToTensorImageBW', 'fashion_mnist_dls', 'tiny_cnn', 'ToTensorImage', 'photo_dls']
 
 # %% ../nbs/01_data.ipynb #a21ceab7
 FMNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
@@ -18,6 +18,9 @@ FMNIST_FILES = {'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte
                 'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')}
 FMNIST_ENV = 'FASHION_MNIST'
 FMNIST_DEBIAN = Path('/usr/share/datasets/fashion-mnist')
+# public mirrors of the original files (torchvision's `FashionMNIST(download=True)` uses the first)
+FMNIST_MIRRORS = ['http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',
+                  'https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/']
 
 # %% ../nbs/01_data.ipynb #80f48d9a
 def fashion_mnist_dirs(path=None)->list:
@@ -26,16 +29,48 @@ def fashion_mnist_dirs(path=None)->list:
 
 def find_fashion_mnist(
     path:str|Path=None, # A folder holding the four IDX files (`.gz` or not)
+    download:bool=True, # When no folder has them, download them into fastai's data folder
+    mirrors:list=None, # Base URLs to download from, tried in order (default: `FMNIST_MIRRORS`)
 )->Path:
-    "The first folder of `fashion_mnist_dirs(path)` that holds the whole data set"
+    "The first folder of `fashion_mnist_dirs(path)` that holds the whole data set, downloading it there if none does"
     dirs = fashion_mnist_dirs(path)
     for d in dirs:
         if all(_idx_file(d, f) for fs in FMNIST_FILES.values() for f in fs): return d
+    why = ''
+    if download:
+        try: return download_fashion_mnist(dirs[-1], mirrors)
+        except OSError as e: why = f" Downloading them into {dirs[-1]} failed too: {e}."
     raise FileNotFoundError(
         "Fashion-MNIST not found. Looked in: " + ', '.join(map(str, dirs)) + ". Each needs "
-        + ', '.join(f for fs in FMNIST_FILES.values() for f in fs) + " (gzipped or not). Get them with "
+        + ', '.join(f for fs in FMNIST_FILES.values() for f in fs) + f" (gzipped or not).{why} Get them with "
         "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download them from the data set's page "
         "(https://github.com/zalandoresearch/fashion-mnist) into a folder and pass it, or set $FASHION_MNIST to it.")
+
+def download_fashion_mnist(
+    dest:str|Path=None, # Folder to write the four files to (default: fastai's data folder)
+    mirrors:list=None, # Base URLs, tried in order for each file (default: `FMNIST_MIRRORS`)
+    timeout:float=30, # Seconds to wait for each connection
+)->Path: # `dest`
+    "Download the four gzipped IDX files, each checked to be a readable IDX file before it is kept"
+    import urllib.request
+    dest = Path(ifnone(dest, fastai_path('data')/'fashion-mnist'))
+    dest.mkdir(parents=True, exist_ok=True)
+    for fn in (f for fs in FMNIST_FILES.values() for f in fs):
+        if (dest/fn).is_file(): continue
+        errs = []
+        for m in ifnone(mirrors, FMNIST_MIRRORS):
+            tmp = dest/(fn+'.part')
+            try:
+                with urllib.request.urlopen(m.rstrip('/')+'/'+fn, timeout=timeout) as r: tmp.write_bytes(r.read())
+                with gzip.open(tmp, 'rb') as f: head = f.read(4)
+                if head[:3]!=b'\x00\x00\x08': raise OSError(f"not an IDX file of bytes (header {head.hex()})")
+                tmp.rename(dest/fn)
+                break
+            except Exception as e:
+                tmp.unlink(missing_ok=True)
+                errs.append(f"{m}: {type(e).__name__}: {e}")
+        else: raise OSError(f"could not download {fn} ({'; '.join(errs)})")
+    return dest
 
 def _idx_file(d, fn):
     "`d/fn`, or `d/fn` without `.gz`, whichever exists"
@@ -60,7 +95,7 @@ def fashion_mnist(
     d = find_fashion_mnist(path)
     return {k: (read_idx(_idx_file(d, xf)), read_idx(_idx_file(d, yf)).long()) for k,(xf,yf) in FMNIST_FILES.items()}
 
-# %% ../nbs/01_data.ipynb #6a23ddca
+# %% ../nbs/01_data.ipynb #93969ebd
 class ToTensorImageBW(Transform):
     "Make a 2-D `uint8` tensor a one-channel `TensorImageBW`"
     def encodes(self, o:Tensor): return TensorImageBW(o[None] if o.ndim==2 else o)
@@ -82,7 +117,7 @@ def fashion_mnist_dls(
     dsets = Datasets(tls=tls)
     return dsets.dataloaders(bs=bs, after_batch=[IntToFloatTensor(), Normalize.from_stats([.286], [.353])], **kwargs)
 
-# %% ../nbs/01_data.ipynb #1c4d11c3
+# %% ../nbs/01_data.ipynb #edb5ff86
 def tiny_cnn(
     n_in:int=1, # Input channels
     n_out:int=10, # Classes
@@ -92,7 +127,7 @@ def tiny_cnn(
     convs = [ConvLayer(ni, nf, stride=2) for ni,nf in zip((n_in, *nfs[:-1]), nfs)]
     return nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(nfs[-1], n_out))
 
-# %% ../nbs/01_data.ipynb #41bed02f
+# %% ../nbs/01_data.ipynb #9ececde5
 class ToTensorImage(Transform):
     "Make an `uint8` (C, H, W) tensor a `TensorImage`, and an integer (H, W) one a `TensorMask`"
     def encodes(self, o:Tensor): return TensorImage(o) if o.ndim==3 else TensorMask(o)
