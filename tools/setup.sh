@@ -2,7 +2,7 @@
 # Sets up everything the project needs on a fresh machine (Python 3.11, PyPI, Debian's packages); safe to re-run.
 #   .venv         the authoring environment: the pinned nbdev 2 stack (settings.ini's dev_requirements), fastai 2.8.7
 #   .venv-latest  the newest fastai release, on which the test suite runs too (LATEST=0 skips it)
-#   Fashion-MNIST from Debian's `dataset-fashion-mnist`, where apt is available
+#   Fashion-MNIST from Debian's `dataset-fashion-mnist`, and Chromium (for the docs' browser test), where apt is available
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
@@ -14,6 +14,14 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
   $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
     || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
     || echo "setup: could not install dataset-fashion-mnist; see fastai_cutmix.data.find_fashion_mnist for other ways"
+fi
+# Headless Chromium and its driver, for the docs site's browser test (tests/test_docs_site.py)
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "setup: installing Debian's chromium and chromium-driver"
+  $sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium chromium-driver >/dev/null; } \
+    || echo "setup: could not install chromium; the docs site's browser test will be skipped"
 fi
 
 venv() { # venv DIR PIP-ARGS...: create DIR if needed, then install

@@ -3,6 +3,7 @@
 #   1. nbs/ and the generated files agree: nbdev_export, nbdev_clean and tools/readme.sh change nothing
 #   2. the notebooks' tests, on the pinned authoring stack (fastai 2.8.7)
 #   3. the pytest suite on the newest fastai release, then on fastai 2.8.7
+#   4. the docs site: built (tools/docs.sh), then checked in headless Chromium (tests/test_docs_site.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONWARNINGS=ignore MPLBACKEND=Agg
@@ -28,3 +29,6 @@ for env in .venv-latest .venv; do
   echo "== pytest on fastai $($env/bin/python -c 'import fastai; print(fastai.__version__)') ($env)"
   "$env/bin/python" -m pytest -q -p no:randomly tests
 done
+echo "== docs site: build, then check in headless Chromium"
+bash tools/docs.sh
+DOCS_SITE_REQUIRED=1 .venv/bin/python -m pytest -q -p no:randomly tests/test_docs_site.py  # no skipping here

@@ -1,0 +1,177 @@
+"""The docs site in _site/, as a reader's browser sees it: headless Chromium (Debian's, with its chromedriver)
+crawls every page from a local server and checks that each loads, logs no error, fetches nothing from outside,
+shows its pictures and its show_doc signatures, and that search finds a term; it saves a screenshot of the index.
+
+Skipped where the site is not built (`bash tools/docs.sh`) or Chromium is missing (`bash tools/setup.sh`);
+tools/test.sh runs it after the build with DOCS_SITE_REQUIRED=1, which turns those skips into failures."""
+import functools, json, os, re, shutil, threading, urllib.request
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+import pytest
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError: webdriver = None
+
+root = Path(__file__).parents[1]
+site = root/'_site'
+driver_path = '/usr/bin/chromedriver'
+pictures = ['03_cutmix.html', '04_show.html']  # pages whose notebooks draw mixed batches
+wait_s = 20  # the bound on every wait: a page load, a script, a request, search results
+
+def need(ok, why):
+    "Skip unless `ok`; fail instead where DOCS_SITE_REQUIRED=1 (CI, right after building the site)"
+    if not ok: (pytest.fail if os.environ.get('DOCS_SITE_REQUIRED') == '1' else pytest.skip)(why)
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass  # no line per request
+
+class Server(ThreadingHTTPServer):
+    def handle_error(self, *args): pass  # a browser that drops a connection is no error of the site
+
+@pytest.fixture(scope='module')
+def base():
+    "URL of _site/ served on a free local port"
+    index = site/'index.html'
+    need(index.exists(), f'{site} is not built: run `bash tools/docs.sh`')
+    newer = [nb.name for nb in sorted((root/'nbs').glob('*.ipynb')) if nb.stat().st_mtime > index.stat().st_mtime]
+    need(not newer, f'{site} is older than nbs/{newer[0] if newer else ""}: run `bash tools/docs.sh`')
+    srv = Server(('127.0.0.1', 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_port}/'
+    srv.shutdown()
+    srv.server_close()
+
+@pytest.fixture(scope='module')
+def browser():
+    "Headless Chromium that keeps the console and network logs, and makes no request of its own"
+    need(webdriver, 'selenium is missing: run this in .venv, where tools/setup.sh installs it (dev_requirements)')
+    need(shutil.which('chromium') and os.path.exists(driver_path),
+         'Chromium is missing: `apt-get install -y chromium chromium-driver` (tools/setup.sh does it)')
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which('chromium')
+    for a in ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+              '--disable-component-update', '--disable-sync', '--no-first-run', '--window-size=1280,1000']:
+        opts.add_argument(a)
+    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL', 'performance': 'ALL'})
+    d = webdriver.Chrome(service=Service(driver_path), options=opts)  # a driver path: Selenium Manager never runs
+    d.set_page_load_timeout(wait_s)
+    d.set_script_timeout(wait_s)
+    d.get('data:text/html,<script>console.error("probe")</script>')  # the logs work: else the checks prove nothing
+    assert 'probe' in str(d.get_log('browser')) and requests_made(d)
+    yield d
+    d.quit()
+
+def requests_made(d):
+    "URLs the browser requested since the last call (from the performance log)"
+    msgs = (json.loads(e['message'])['message'] for e in d.get_log('performance'))
+    return [m['params']['request']['url'] for m in msgs if m['method'] == 'Network.requestWillBeSent']
+
+def status(url):
+    "HTTP status of `url`"
+    try:
+        with urllib.request.urlopen(url, timeout=wait_s) as r: return r.status
+    except urllib.error.HTTPError as e: return e.code
+
+# Read from each page: its images (and those not loaded), its show_doc blocks (a heading, then the signature),
+# its navigation, its links and its elements' ids
+page_js = """return {
+  imgs: document.images.length,
+  broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80)),
+  show_docs: [...document.querySelectorAll('.jp-RenderedMarkdown h3')].filter(h => h.nextElementSibling
+    && h.nextElementSibling.matches('div.highlight') && /^(def|class) /.test(h.nextElementSibling.textContent.trim())).length,
+  nav: [...document.querySelectorAll('.md-nav--primary > .md-nav__list > .md-nav__item > a.md-nav__link')]
+    .map(a => [a.getAttribute('href'), a.textContent.trim()]),
+  links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+  ids: [...document.querySelectorAll('[id]')].map(e => e.id)}"""
+
+@pytest.fixture(scope='module')
+def pages(base, browser):
+    "Every page reachable from the index by links within the site, by name: what `page_js` reads, the errors logged, the requests made"
+    res,todo = {},['index.html']
+    while todo:
+        name = todo.pop(0)
+        if name in res: continue
+        url = base + name
+        if (st := status(url)) != 200:  # test_links_load reports it
+            res[name] = dict(status=st, links=[], ids=[], broken=[], errors=[], requests=[])
+            continue
+        browser.get(url)
+        WebDriverWait(browser, wait_s).until(lambda d: d.execute_script(
+            "return document.readyState == 'complete' && [...document.images].every(i => i.complete)"))
+        res[name] = p = {'status': st, **browser.execute_script(page_js)}
+        p['errors'] = [e['message'] for e in browser.get_log('browser') if e['level'] == 'SEVERE']
+        p['requests'] = requests_made(browser)
+        todo += [n for l in p['links'] if (n := page_name(l, base)) and n.endswith('.html')]
+    return res
+
+def page_name(url, base):
+    "The path of `url` in the site (`index.html` for its root), or None for a link elsewhere"
+    if not url.startswith(base): return None
+    path = urlparse(urldefrag(url).url).path.lstrip('/')
+    return path + 'index.html' if path == '' or path.endswith('/') else path
+
+def title(nb):
+    "The notebook's first `# Title` heading"
+    md = '\n'.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown')
+    return re.search(r'^# (.+)$', md, re.M)[1].strip()
+
+def test_nav_lists_every_notebook(pages):
+    "The navigation lists a page for each notebook in nbs/, index first, then in file-name order, titled by its heading"
+    nbs = sorted((root/'nbs').glob('[!_.]*.ipynb'), key=lambda p: (p.stem != 'index', p.name))
+    assert pages['index.html']['nav'] == [[nb.stem + '.html', title(nb)] for nb in nbs]
+
+def test_links_load(base, pages):
+    "Every link within the site answers 200 (pages were fetched when crawled) and finds its anchor on its page"
+    bad = []
+    for n,p in pages.items():
+        for link in p['links']:
+            if not (target := page_name(link, base)): continue
+            anchor = unquote(urldefrag(link).fragment)
+            st = pages[target]['status'] if target in pages else status(base + target)
+            if st != 200: bad.append(f'{n}: {link} answers {st}')
+            elif anchor and target in pages and anchor not in pages[target]['ids']: bad.append(f'{n}: {link}: no such anchor')
+    assert bad == []
+
+def test_no_console_errors(pages):
+    "No page logs an error in the console: no failed request, no script error"
+    assert {n: p['errors'] for n,p in pages.items() if p['errors']} == {}
+
+def test_no_request_leaves_the_machine(base, pages):
+    "Nothing fetched from elsewhere (fonts, scripts from a CDN): the site works offline"
+    outside = {n: [u for u in p['requests'] if not u.startswith((base, 'data:', 'blob:'))] for n,p in pages.items()}
+    assert {n: us for n,us in outside.items() if us} == {}
+
+def test_images_load(pages):
+    "Every image has loaded, and the pages with pictures have some"
+    assert {n: p['broken'] for n,p in pages.items() if p['broken']} == {}
+    for n in pictures: assert pages[n]['imgs'] > 0, f'{n} shows no picture'
+
+def test_show_doc_on_module_pages(pages):
+    "Each notebook that exports a public function or class documents it: show_doc's heading and signature"
+    def exports_api(nb):
+        srcs = [''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code']
+        return any(re.match(r'#\|\s*export\s*$', s, re.M) and re.search(r'^(def|class) [^_]', s, re.M) for s in srcs)
+    api = [nb.stem + '.html' for nb in sorted((root/'nbs').glob('[!_.]*.ipynb')) if exports_api(nb)]
+    assert api, 'no notebook exports a public function or class'
+    assert {n: pages[n]['show_docs'] for n in api if not pages[n]['show_docs']} == {}
+
+def test_search_finds_ricap(base, browser):
+    "Material's search, which indexes the notebook pages' text, finds RICAP and links to its page"
+    browser.get(base + 'index.html')
+    box = browser.find_element(By.CSS_SELECTOR, 'input.md-search__input')
+    box.click()
+    box.send_keys('RICAP')
+    hits = WebDriverWait(browser, wait_s).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, '.md-search-result__item a[href]'))
+    assert any('08_ricap.html' in h.get_attribute('href') for h in hits)
+
+def test_screenshot_index(base, browser):
+    "The CI artifact: the index page as a reader first sees it"
+    browser.get(base + 'index.html')
+    out = site/'screenshots'/'index.png'
+    out.parent.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(out)) and out.stat().st_size > 10_000
