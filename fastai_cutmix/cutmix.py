@@ -78,8 +78,9 @@ class CutMix(MixHandler):
         return self.pairs(keep)
 
     def mix(self, t):
-        if self.per_sample: return paste(t, self.mask, t[self.perm])
-        t[self.box] = t[self.box][self.perm]
+        # `index_select`: the same gather as `t[perm]`, several times faster on CPU
+        if self.per_sample: return paste(t, self.mask, t.index_select(0, self.perm))
+        t[self.box] = t[self.box].index_select(0, self.perm)
         return t
 
 # %% ../nbs/03_cutmix.ipynb #a3bbb4f7

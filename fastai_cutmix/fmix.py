@@ -48,4 +48,4 @@ class FMix(MixHandler):
         self.mask,keep = fourier_mask(lam, x.shape[2:], self.decay_power)
         return self.pairs(keep.expand(bs))
 
-    def mix(self, t): return paste(t, self.mask, t[self.perm])
+    def mix(self, t): return paste(t, self.mask, t.index_select(0, self.perm))

@@ -30,4 +30,5 @@ class MixUp(MixHandler):
 
     def mix(self, t):
         lam = self.wgt[0].view(-1, *[1]*(t.ndim-1)).to(t.dtype)
-        return torch.lerp(t[self.perm], t, lam)
+        # `index_select` gathers far faster than `t[perm]` on CPU, and blending into the gathered copy saves a batch
+        return t.index_select(0, self.perm).lerp_(t, lam)

@@ -63,10 +63,10 @@ class ResizeMix(MixHandler):
 
     def mix(self, t):
         size = self.xb[0].shape[2:]
-        if self.per_sample: return paste(t, self.mask, resize_into(t[self.perm], self.lo, self.side, size))
+        if self.per_sample: return paste(t, self.mask, resize_into(t.index_select(0, self.perm), self.lo, self.side, size))
         side = self.side[0].tolist()
         if min(side)==0: return t
-        src = t[self.perm]
+        src = t.index_select(0, self.perm)
         lead = src.shape[:src.ndim-len(size)]
         u = src.reshape(lead[0], -1, *size)
         fl = t.is_floating_point()

@@ -49,7 +49,7 @@ class RICAP(MixHandler):
 
     def mix(self, t):
         if self.per_sample: return self._gather(t)
-        tl,tr,bl,br = (t[..., oy:oy+th, ox:ox+tw][p] for (th,tw,oy,ox),p in zip(self.tiles, self.perms))
+        tl,tr,bl,br = (t[..., oy:oy+th, ox:ox+tw].index_select(0, p) for (th,tw,oy,ox),p in zip(self.tiles, self.perms))
         return torch.cat([torch.cat([tl, tr], -1), torch.cat([bl, br], -1)], -2)
 
     def _gather(self, t):

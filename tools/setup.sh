@@ -30,7 +30,7 @@ venv() { # venv DIR PIP-ARGS...: create DIR if needed, then install
   quiet "$d/bin/pip" install -q --disable-pip-version-check "$@"
 }
 echo "setup: .venv (nbdev 2 authoring stack)"
-venv .venv -e ".[dev]"
+venv .venv -e ".[dev,bench]"  # bench: the peer libraries the benchmark times (timm, kornia)
 if [ "${LATEST:-1}" != 0 ]; then
   echo "setup: .venv-latest (newest fastai)"
   venv .venv-latest --upgrade fastai pytest hypothesis

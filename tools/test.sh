@@ -4,6 +4,7 @@
 #   2. the notebooks' tests, on the pinned authoring stack (fastai 2.8.7)
 #   3. the pytest suite on the newest fastai release, then on fastai 2.8.7
 #   4. the docs site: built (tools/docs.sh), then checked in headless Chromium (tests/test_docs_site.py)
+#   5. a seconds-long smoke run of the benchmark (bench/mixing_cost.py --quick); its figures are not checked
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONWARNINGS=ignore MPLBACKEND=Agg
@@ -32,3 +33,5 @@ done
 echo "== docs site: build, then check in headless Chromium"
 bash tools/docs.sh
 DOCS_SITE_REQUIRED=1 .venv/bin/python -m pytest -q -p no:randomly tests/test_docs_site.py  # no skipping here
+echo "== benchmark smoke run (figures not checked: benchmarks are not tests)"
+.venv/bin/python bench/mixing_cost.py --quick --out "$(mktemp -d)"
