@@ -40,19 +40,7 @@ def members(names=None):
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
 
-def quiet(learn):
-    "No progress bar and no printed table; the `Recorder` still records"
-    learn.remove_cb(ProgressCallback)
-    learn.logger = noop
-    return learn
-
-def mk_learner(dls, mixer=None, loss_func=None, metrics=accuracy, **kwargs):
-    "A quiet `Learner` on `dls` with a `tiny_cnn`, and the loss object it was given"
-    lf = ifnone(loss_func, CrossEntropyLossFlat())
-    learn = Learner(dls, tiny_cnn(), loss_func=lf, metrics=metrics, cbs=mixer, **kwargs)
-    return quiet(learn), lf
-
-def mixers_of(learn): return [cb for cb in learn.cbs if isinstance(cb, MixHandler)]
+from helpers import quiet, mk_learner, mixers_of
 
 def col(learn, name):
     "The value of column `name` (e.g. 'train_accuracy') in the last epoch the `Recorder` recorded"

@@ -13,17 +13,10 @@ from fastai_cutmix.resizemix import ResizeMix, resize_into
 from fastai_cutmix.ricap import RICAP
 from fastai_cutmix.choice import MixChoice, CutMixUp
 
-# the conftest's autouse seeding fixture runs once per test, not per example; every example seeds itself
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-seeds = st.integers(0, 2**31-1)
+from helpers import SETTINGS, seeds, one_thread
 
 @pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    "Tiny tensors gain nothing from intra-op threads, and lose a lot to them on a busy machine"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread): yield
 
 # ---------------------------------------------------------------- helpers (copied from test_properties.py, extended)
 

@@ -16,19 +16,7 @@ MIXERS = {'cutmix': lambda: CutMix(), 'cutmix_per_sample': lambda: CutMix(per_sa
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
 
-def quiet(learn):
-    "No progress bar and no printed table; the `Recorder` still records"
-    learn.remove_cb(ProgressCallback)
-    learn.logger = noop
-    return learn
-
-def mk_learner(dls, mixer=None, model=None, loss_func=None, **kwargs):
-    "A quiet `Learner` on `dls` (a `tiny_cnn` unless `model`), and the loss object it was given"
-    lf = ifnone(loss_func, CrossEntropyLossFlat())
-    learn = Learner(dls, ifnone(model, tiny_cnn()), loss_func=lf, metrics=accuracy, cbs=mixer, **kwargs)
-    return quiet(learn), lf
-
-def mixers_of(learn): return [cb for cb in learn.cbs if isinstance(cb, MixHandler)]
+from helpers import quiet, mk_learner, mixers_of
 
 def unwrap(lf):
     "How many `MixLoss` are wrapped around the innermost loss, and that loss"

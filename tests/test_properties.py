@@ -10,17 +10,10 @@ from fastai_cutmix.core import mixing_learner, MixLoss
 from fastai_cutmix.mixup import MixUp
 from fastai_cutmix.cutmix import CutMix
 
-# the conftest's autouse seeding fixture runs once per test, not per example; every example seeds itself
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-seeds = st.integers(0, 2**31-1)
+from helpers import SETTINGS, seeds, one_thread
 
 @pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    "Tiny tensors gain nothing from intra-op threads, and lose a lot to them on a busy machine"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread): yield
 
 @st.composite
 def spatial_sizes(draw):
