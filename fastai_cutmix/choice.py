@@ -6,9 +6,9 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_num
+from .core import _check_num, _check_bool, _check_sched
 from .mixup import MixUp
-from .cutmix import CutMix
+from .cutmix import CutMix, _check_minmax
 
 # %% auto #0
 __all__ = ['MixChoice', 'CutMixUp']
@@ -34,7 +34,7 @@ class MixChoice(MixHandler):
             f"MixChoice: got {len(weights)} weights for {len(mixers)} mixers; give one weight per mixer")
         for i,w in enumerate(weights): _check_num('MixChoice', f'weights[{i}]', w, 0, math.inf, hi_open=True)
         if sum(weights)<=0: raise ValueError(f"MixChoice: weights must not all be 0, got {weights}")
-        self.mixers,self.per_sample = mixers,per_sample
+        self.mixers,self.per_sample = mixers,_check_bool(type(self).__name__, 'per_sample', per_sample)
         self.weights = tensor(weights, dtype=torch.float)/sum(weights)
         self.cur = None
 
@@ -47,7 +47,8 @@ class MixChoice(MixHandler):
 
     def mixes(self, t, i):
         for m in self.mixers: m.__dict__['_learn'] = self.learn # members read the batch and progress from our learner
-        todo = [m.mixes(t, i) for m in self.mixers] # every member must accept every input, whichever is drawn
+        try: todo = [m.mixes(t, i) for m in self.mixers] # every member must accept every input, whichever is drawn
+        except ValueError as e: raise ValueError(f"{type(self).__name__}: {e}") from None # the callback the user attached, then the member
         if len(set(todo))>1: raise ValueError(
             f"MixChoice: its mixers disagree on input {i} ({t.dtype} {tuple(t.shape)}): "
             f"{', '.join(type(m).__name__+(' would' if d else ' would not')+' mix it' for m,d in zip(self.mixers, todo))}; "
@@ -105,6 +106,11 @@ class CutMixUp(MixChoice):
         minmax:tuple=None, # CutMix's (min, max) share of each side for the box, instead of `cutmix_alpha`
         **kwargs # `p`, `stop_pct`
     ):
+        # checked here, so that errors name CutMixUp's arguments, not its members'
         _check_num('CutMixUp', 'switch_prob', switch_prob, 0, 1)
+        for k,a in (('mixup_alpha', mixup_alpha), ('cutmix_alpha', cutmix_alpha)):
+            _check_sched('CutMixUp', k, a, 0, math.inf, lo_open=True, hi_open=True)
+        _check_minmax('CutMixUp', minmax)
+        _check_bool('CutMixUp', 'per_sample', per_sample)
         super().__init__([MixUp(mixup_alpha), CutMix(cutmix_alpha, per_sample=per_sample, minmax=minmax)],
                          weights=[1-switch_prob, switch_prob], per_sample=per_sample, **kwargs)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb #bb7aedf6
 from __future__ import annotations
-import argparse, sys, warnings
+import argparse, signal, sys, threading, warnings
 from fastai.vision.all import *
 import fastprogress
 from .mixup import MixUp
@@ -17,8 +17,9 @@ from .data import fashion_mnist_dls, tiny_cnn
 from .core import MixHandler
 
 # %% auto #0
-__all__ = ['METHODS', 'CLIError', 'mixer', 'get_arch', 'OpenImage', 'ParentLabel', 'folder_dls', 'ResizeBatch', 'get_dls',
-           'make_learner', 'save_batch_png', 'save_curves_png', 'train', 'compare', 'parser', 'main']
+__all__ = ['METHODS', 'PEERS', 'CLIError', 'mixer', 'get_arch', 'OpenImage', 'ParentLabel', 'folder_dls', 'ResizeBatch',
+           'get_dls', 'make_learner', 'save_batch_png', 'save_curves_png', 'StopOnCtrlC', 'train', 'compare', 'parser',
+           'main']
 
 # %% ../nbs/09_cli.ipynb #60ad945c
 METHODS = {'none': None, 'mixup': MixUp, 'cutmix': CutMix, 'cutmixup': CutMixUp, 'fmix': FMix, 'resizemix': ResizeMix,
@@ -27,9 +28,16 @@ METHODS = {'none': None, 'mixup': MixUp, 'cutmix': CutMix, 'cutmixup': CutMixUp,
 class CLIError(Exception):
     "A mistake in the command line or its data: printed as one line, exit status 2"
 
-def mixer(method:str):
-    "A fresh callback for `method` (a key of `METHODS`), or None for 'none'"
-    if method not in METHODS: raise CLIError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+# fastai's own callbacks, by their names in `fastai.callback.mixup`: `compare` runs them as a cross-check
+PEERS = {'fastai-mixup': 'MixUp', 'fastai-cutmix': 'CutMix'}
+
+def mixer(method:str, peers:bool=False):
+    "A fresh callback for `method` (a key of `METHODS`, or of `PEERS` if `peers`), or None for 'none'"
+    known = [*METHODS, *(PEERS if peers else [])]
+    if method not in known: raise CLIError(f"unknown method {method!r}; choose from {', '.join(known)}")
+    if method in PEERS:
+        import fastai.callback.mixup as fm
+        return getattr(fm, PEERS[method])()
     return METHODS[method]() if METHODS[method] else None
 
 # %% ../nbs/09_cli.ipynb #63773dd6
@@ -120,7 +128,7 @@ def make_learner(
     **kwargs # Passed to `Learner` / `vision_learner` (e.g. `cbs`)
 )->Learner:
     "A learner on `dls` with `arch` and the mixing callback of `method`, and `accuracy` as its metric"
-    a,cb = get_arch(arch),mixer(method)
+    a,cb = get_arch(arch),mixer(method, peers=True)
     n_in,n_out = dls.one_batch()[0].shape[1],dls.c
     cbs = L(kwargs.pop('cbs', None)) + L(cb)
     if a=='tiny':
@@ -160,6 +168,27 @@ def save_curves_png(learn:Learner, fn:Path):
     a2.set(xlabel='epoch', ylabel='accuracy', title='Validation accuracy')
     fig.tight_layout(); fig.savefig(fn, dpi=80); plt.close(fig)
 
+# %% ../nbs/09_cli.ipynb #c1a7f164
+class StopOnCtrlC(Callback):
+    "Within `with StopOnCtrlC() as cb: learn.fit(..., cbs=cb)`, Ctrl-C raises `KeyboardInterrupt` at the end of the current batch"
+    order = 100 # after the metrics and loggers
+    def __init__(self): self.pressed,self.old = False,None
+    def __enter__(self):
+        # signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps Python's behaviour
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+    def __exit__(self, typ, *args):
+        if self.old is not None: signal.signal(signal.SIGINT, self.old)
+        self.old = None
+        # pressed after the last batch: the run still ends as interrupted
+        if self.pressed and typ is None: raise KeyboardInterrupt
+    def _on_sigint(self, signum, frame):
+        if self.pressed: raise KeyboardInterrupt
+        self.pressed = True
+    def after_batch(self):
+        if self.pressed: raise KeyboardInterrupt
+
 # %% ../nbs/09_cli.ipynb #7c04f39a
 def train(
     data:str|Path=None, # An image folder, or None for Fashion-MNIST
@@ -188,7 +217,8 @@ def train(
     log(f"Training {arch} with {cb or 'no mixing'} on {len(dls.train_ds):,} images ({data or 'Fashion-MNIST'}), "
         f"validating on {len(dls.valid_ds):,}, {epochs} epoch{'s'*(epochs!=1)}")
     # the CSV logger writes each epoch as it ends; passed to the fit, it is not exported with the learner
-    try: learn.fit_one_cycle(epochs, lr, cbs=CSVLogger(files['metrics'].absolute()))
+    try:
+        with StopOnCtrlC() as stop: learn.fit_one_cycle(epochs, lr, cbs=[CSVLogger(files['metrics'].absolute()), stop])
     finally: save_curves_png(learn, files['curves']) # also after Ctrl-C: the curves of what was done
     learn.export(files['learner'].absolute())
     return files
@@ -196,7 +226,7 @@ def train(
 # %% ../nbs/09_cli.ipynb #d587e332
 def compare(
     data:str|Path=None, # An image folder, or None for Fashion-MNIST
-    methods:list=('none', 'mixup', 'cutmix'), # Methods to compare: keys of `METHODS`
+    methods:list=('none', 'mixup', 'cutmix'), # Methods to compare: keys of `METHODS` or `PEERS`
     epochs:int=2, # Epochs of `fit_one_cycle`, the same for every run
     seeds:int=3, # Runs per method, with seeds `seed`, `seed+1`, ...
     arch:str='resnet18', # 'tiny', or a torchvision or timm model name
@@ -212,7 +242,7 @@ def compare(
 )->dict: # The files written, by kind
     "Train every method with the same budget for `seeds` seeds; tabulate final validation accuracy and loss (mean ± std)"
     import pandas as pd, matplotlib.pyplot as plt
-    for m in methods: mixer(m) # unknown names fail before any training
+    for m in methods: mixer(m, peers=True) # unknown names fail before any training
     get_arch(arch)
     if not methods: raise CLIError("no methods to compare: give --methods, e.g. none,mixup,cutmix")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -223,7 +253,7 @@ def compare(
             dls = get_dls(data, size, bs, s, n_train, n_valid)
             # the pretrained-weights message once, not once per run
             learn = make_learner(dls, arch, m, pretrained, log=lambda msg: (msg in said) or (said.add(msg), log(msg)))
-            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+            with learn.no_bar(), learn.no_logging(), StopOnCtrlC() as stop: learn.fit_one_cycle(epochs, lr, cbs=stop)
             accs = [float(v[2]) for v in learn.recorder.values]
             runs.append(dict(method=m, seed=s, valid_loss=float(learn.recorder.values[-1][1]), accuracy=accs[-1], curve=accs))
             log(f"{m:>10} seed {s}: accuracy {accs[-1]:.4f}, valid loss {runs[-1]['valid_loss']:.4f}")
@@ -289,7 +319,7 @@ def parser()->argparse.ArgumentParser:
     c = sub.add_parser('compare', help='train each method with the same budget over several seeds; tabulate the results',
                        description=compare.__doc__)
     common(c)
-    c.add_argument('--methods', default='none,mixup,cutmix', help=f"comma-separated methods, of: {', '.join(METHODS)} (default: none,mixup,cutmix)")
+    c.add_argument('--methods', default='none,mixup,cutmix', help=f"comma-separated methods, of: {', '.join(METHODS)}; and, as a cross-check, fastai's own: {', '.join(PEERS)} (default: none,mixup,cutmix)")
     c.add_argument('--seeds', type=_num(int, 1), default=3, help='runs per method (default: 3)')
     c.add_argument('--out', default='runs/compare', help='folder for the files (default: runs/compare)')
     return p

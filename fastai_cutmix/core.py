@@ -78,11 +78,16 @@ def _check_num(owner, name, v, lo=None, hi=None, lo_open=False, hi_open=False):
     "Raise if `v` is not a number in [`lo`, `hi`] (open ends as asked), naming `owner` and `name`"
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{owner}: {name} must be a number, got {type(v).__name__} {v!r}")
-    lo_s = ('(' if lo_open else '[') + ('-inf' if lo is None else f'{lo}')
+    lo_s = ('(-inf' if lo is None else ('(' if lo_open else '[') + f'{lo}')
     hi_s = ('inf' if hi is None else f'{hi}') + (')' if hi_open or hi is None else ']')
     bad = (v!=v or (lo is not None and (v<=lo if lo_open else v<lo)) or (hi is not None and (v>=hi if hi_open else v>hi)))
     if bad: raise ValueError(f"{owner}: {name} must be in {lo_s}, {hi_s}, got {v!r}")
     return v
+
+def _check_bool(owner, name, v):
+    "Raise if `v` is not True or False: a string like 'no' or a number would otherwise pass as a truth value"
+    if not isinstance(v, (bool, np.bool_)): raise TypeError(f"{owner}: {name} must be True or False, got {type(v).__name__} {v!r}")
+    return bool(v)
 
 def _check_sched(owner, name, v, *args, **kwargs):
     "`_check_num`, or for a schedule (a function of training progress) a check that it gives a number at the start"
@@ -280,7 +285,15 @@ class MixHandler(Callback):
     def _laid_out_like(self, y, x):
         "Is target `y` laid out like input `x` (a mask: batch, maybe channels, then `x`'s spatial size)?"
         sz = x.shape[2:]
-        return len(sz)>0 and y.ndim>len(sz) and y.shape[-len(sz):]==sz
+        if isinstance(y, (TensorCategory, TensorMultiCategory)): return False # typed as one target per sample
+        like = len(sz)>0 and y.ndim>len(sz) and y.shape[-len(sz):]==sz
+        # (bs, L) float targets on length-L signals: one value per position, or K=L soft classes per sample?
+        if like and y.ndim==2 and y.is_floating_point() and not isinstance(y, TensorMask): raise ValueError(
+            f"{type(self).__name__}: the float target of shape {tuple(y.shape)} is ambiguous with inputs of shape "
+            f"{tuple(x.shape)}: it could hold one value per position (to be cut with the input) or {y.shape[1]} "
+            "class scores per sample (to be weighted by source). Say which with fastai's types: `TensorMask(y)` "
+            "to cut it, `TensorMultiCategory(y)` to weigh it.")
+        return like
 
     def _mix_targets(self, cut):
         "Mix float targets themselves, for losses that cannot give a loss per sample"

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_num
+from .core import _check_num, _check_bool
 
 # %% auto #0
 __all__ = ['rand_box', 'box_share', 'box_mask', 'CutMix', 'Cutout']
@@ -44,12 +44,12 @@ def box_mask(lo:Tensor, hi:Tensor, size:tuple)->Tensor:
     return m
 
 # %% ../nbs/03_cutmix.ipynb #f3392c33
-def _check_minmax(owner, minmax):
+def _check_minmax(owner, minmax, name='minmax'):
     if minmax is None: return None
     if not (isinstance(minmax, (tuple, list)) and len(minmax)==2): raise TypeError(
-        f"{owner}: minmax must be a (min, max) pair of shares of each side, got {minmax!r}")
-    lo,hi = (_check_num(owner, f'minmax[{i}]', v, 0, 1) for i,v in enumerate(minmax))
-    if lo>hi: raise ValueError(f"{owner}: minmax must have min <= max, got {minmax!r}; swap them")
+        f"{owner}: {name} must be a (min, max) pair of shares of each side, got {minmax!r}")
+    lo,hi = (_check_num(owner, f'{name}[{i}]', v, 0, 1) for i,v in enumerate(minmax))
+    if lo>hi: raise ValueError(f"{owner}: {name} must have min <= max, got {minmax!r}; swap them")
     return tuple(minmax)
 
 class CutMix(MixHandler):
@@ -63,7 +63,7 @@ class CutMix(MixHandler):
         **kwargs
     ):
         super().__init__(alpha, **kwargs)
-        self.per_sample,self.minmax = per_sample,_check_minmax(type(self).__name__, minmax)
+        self.per_sample,self.minmax = _check_bool(type(self).__name__, 'per_sample', per_sample),_check_minmax(type(self).__name__, minmax)
 
     def draw(self, x):
         bs,size = x.shape[0],x.shape[2:]

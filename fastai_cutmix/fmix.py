@@ -6,7 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_num
+from .core import _check_num, _check_bool
 
 # %% auto #0
 __all__ = ['fourier_mask', 'FMix']
@@ -40,7 +40,7 @@ class FMix(MixHandler):
     ):
         super().__init__(alpha, **kwargs)
         self.decay_power = _check_num('FMix', 'decay_power', decay_power, 0, lo_open=True)
-        self.per_sample = per_sample
+        self.per_sample = _check_bool('FMix', 'per_sample', per_sample)
 
     def draw(self, x):
         bs = x.shape[0]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_num
+from .core import _check_num, _check_bool
 from .cutmix import box_mask, _check_minmax
 
 # %% auto #0
@@ -45,7 +45,7 @@ class ResizeMix(MixHandler):
         if 'alpha' in kwargs: raise TypeError(
             "ResizeMix: its boxes' sizes come from `scale`, a (min, max) share of each side, not from `alpha`")
         super().__init__(**kwargs)
-        self.scale,self.per_sample = _check_minmax('ResizeMix', scale),per_sample
+        self.scale,self.per_sample = _check_minmax('ResizeMix', scale, 'scale'),_check_bool('ResizeMix', 'per_sample', per_sample)
         if self.scale is None: raise TypeError("ResizeMix: scale must be a (min, max) pair of shares of each side, got None")
 
     def draw(self, x):

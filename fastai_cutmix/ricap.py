@@ -6,6 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
+from .core import _check_bool
 
 # %% auto #0
 __all__ = ['RICAP']
@@ -21,7 +22,7 @@ class RICAP(MixHandler):
         **kwargs
     ):
         super().__init__(alpha, **kwargs)
-        self.per_sample = per_sample
+        self.per_sample = _check_bool('RICAP', 'per_sample', per_sample)
 
     def mixes(self, t, i):
         super().mixes(t, i)

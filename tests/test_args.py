@@ -193,3 +193,105 @@ def test_unmixed_batches_skip_checks():
     cb = CutMix(p=0)
     learn = mixing_learner(cb, torch.randn(4, 10))
     assert cb.idx is None
+
+# ------------------------------------------------------------------ every member of the family
+
+from fastai_cutmix.all import Cutout, CutMixUp, MixChoice, FMix, ResizeMix, RICAP
+from fastai.torch_core import TensorMask
+from fastai.data.transforms import TensorMultiCategory
+
+# how to build each member with extra keyword arguments (MixChoice needs its mixers)
+MEMBERS = {'MixUp': MixUp, 'CutMix': CutMix, 'Cutout': Cutout, 'FMix': FMix, 'ResizeMix': ResizeMix, 'RICAP': RICAP,
+           'CutMixUp': CutMixUp, 'MixChoice': lambda **kw: MixChoice([MixUp(), CutMix()], **kw)}
+WITH_ALPHA = ['MixUp', 'CutMix', 'Cutout', 'FMix', 'RICAP']
+WITH_PER_SAMPLE = ['CutMix', 'Cutout', 'FMix', 'ResizeMix', 'RICAP', 'CutMixUp', 'MixChoice']
+COMMON_BAD = [b for b in BAD if not any(k=='alpha' for k in b[0])]
+ALPHA_BAD = [b for b in BAD if any(k=='alpha' for k in b[0])]
+PER_SAMPLE_BAD = [(dict(per_sample=v), TypeError, f"per_sample must be True or False, got {type(v).__name__} {v!r}")
+                  for v in ('yes', 'False', 1, 0, None, [True])]
+# arguments only some members have
+OWN_BAD = [
+    ('FMix', dict(decay_power=0), ValueError, "decay_power must be in (0, inf), got 0"),
+    ('FMix', dict(decay_power='3'), TypeError, "decay_power must be a number, got str '3'"),
+    ('ResizeMix', dict(scale=(.9, .1)), ValueError, "scale must have min <= max, got (0.9, 0.1); swap them"),
+    ('ResizeMix', dict(scale=(.1, 2)), ValueError, "scale[1] must be in [0, 1], got 2"),
+    ('ResizeMix', dict(scale=.5), TypeError, "scale must be a (min, max) pair of shares of each side, got 0.5"),
+    ('ResizeMix', dict(alpha=1.), TypeError, "its boxes' sizes come from `scale`"),
+    ('Cutout', dict(fill='0'), TypeError, "fill must be a number, got str '0'"),
+    ('Cutout', dict(fill=NAN), ValueError, "fill must be in (-inf, inf), got nan"),
+    ('Cutout', dict(minmax=(.6, .3)), ValueError, "minmax must have min <= max"),
+    ('CutMixUp', dict(mixup_alpha=0), ValueError, "mixup_alpha must be in (0, inf), got 0"),
+    ('CutMixUp', dict(cutmix_alpha=-1), ValueError, "cutmix_alpha must be in (0, inf), got -1"),
+    ('CutMixUp', dict(cutmix_alpha='1'), TypeError, "cutmix_alpha must be a number, got str '1'"),
+    ('CutMixUp', dict(switch_prob=1.5), ValueError, "switch_prob must be in [0, 1], got 1.5"),
+    ('CutMixUp', dict(minmax=(.5, .1)), ValueError, "minmax must have min <= max, got (0.5, 0.1)"),
+    ('MixChoice', dict(weights=[1.]), ValueError, "got 1 weights for 2 mixers; give one weight per mixer"),
+    ('MixChoice', dict(weights=[1., -1.]), ValueError, "weights[1] must be in [0, inf), got -1.0"),
+    ('MixChoice', dict(weights=[0, 0]), ValueError, "weights must not all be 0, got [0, 0]"),
+    ('MixChoice', dict(weights=['a', 1]), TypeError, "weights[0] must be a number, got str 'a'"),
+]
+FAMILY_BAD = ([(n, *b) for n in MEMBERS for b in COMMON_BAD] + [(n, *b) for n in WITH_ALPHA for b in ALPHA_BAD]
+              + [(n, *b) for n in WITH_PER_SAMPLE for b in PER_SAMPLE_BAD] + OWN_BAD)
+
+@pytest.mark.parametrize('name,kwargs,exc,msg', FAMILY_BAD,
+                         ids=[f'{n}-{k}={v!r}' for n,kw,_,_ in FAMILY_BAD for k,v in kw.items()])
+def test_family_bad_argument(name, kwargs, exc, msg):
+    "Every member's error names that member (not one of its parts) and the argument, with what it got"
+    with pytest.raises(exc, match='^' + re.escape(f'{name}: {msg}')):
+        MEMBERS[name](**kwargs)
+
+@pytest.mark.parametrize('mixers', [[], [MixUp], [CutMix(), 'cutmix'], [MixChoice([MixUp()])], MixUp])
+def test_mixchoice_bad_mixers(mixers):
+    with pytest.raises(TypeError, match=re.escape("MixChoice: mixers must be a non-empty list of mixers of the family")):
+        MixChoice(mixers)
+
+@pytest.mark.parametrize('name', [n for n in MEMBERS if n not in ('MixUp',)])
+def test_family_flat_input(name):
+    "Region methods need spatial inputs: a tabular batch fails at the first batch, naming the member and the shape"
+    member = 'CutMix: ' if name in ('CutMixUp', 'MixChoice') else '' # a choice names itself, then the member that refused
+    with pytest.raises(ValueError, match='^' + re.escape(f"{name}: {member}cannot cut input 0 of shape (4, 10)")):
+        mixing_learner(MEMBERS[name](), torch.randn(4, 10), torch.zeros(4, dtype=torch.long))
+
+@pytest.mark.parametrize('name', list(MEMBERS))
+def test_family_target_batch_size_differs(name):
+    cb = MEMBERS[name]()
+    with pytest.raises(ValueError, match=re.escape("target 0 has shape (3,) but input 0 has batch size 4")):
+        mixing_learner(cb, torch.randn(4, 3, 8, 8), torch.zeros(3, dtype=torch.long))
+    assert cb.idx is None and cb.wgt is None
+
+# ------------------------------------------------------------------ a (bs, L) float target on length-L signals
+
+REGION = ['CutMix', 'Cutout', 'FMix', 'ResizeMix', 'CutMixUp']
+
+def mse_rows(pred, y):
+    "A loss for (bs, L) targets with predictions the shape of the input (bs, C, L)"
+    return F.mse_loss(pred.mean(1), y, reduction='mean')
+
+@pytest.mark.parametrize('name', ['CutMix', 'FMix', 'ResizeMix'])
+@pytest.mark.parametrize('per_sample', [False, True])
+def test_ambiguous_float_target_on_signals(name, per_sample):
+    "One value per position, or K=L class scores per sample? Guessing would give silently wrong targets: ask"
+    x,y = torch.randn(4, 2, 5),torch.eye(5)[:4]
+    with pytest.raises(ValueError, match='^' + re.escape(f"{name}: the float target of shape (4, 5) is ambiguous with "
+                                                         "inputs of shape (4, 2, 5)") + '.*' + re.escape("`TensorMask(y)` to cut it, `TensorMultiCategory(y)` to weigh it")):
+        mixing_learner(MEMBERS[name](per_sample=per_sample), x, y, loss_func=mse_rows)
+
+@pytest.mark.parametrize('name', ['CutMix', 'FMix', 'ResizeMix'])
+def test_typed_targets_on_signals_say_which(name):
+    "`TensorMask` targets are cut with the input; `TensorMultiCategory` ones are weighted by source"
+    x,y = torch.randn(4, 2, 5),torch.eye(5)[:4]
+    cb = MEMBERS[name]()
+    learn = mixing_learner(cb, x.clone(), TensorMask(y.clone()), loss_func=mse_rows)
+    assert cb.cut==[True] and learn.yb[0].shape==(4, 5)
+    cb = MEMBERS[name]()
+    learn = mixing_learner(cb, x.clone(), TensorMultiCategory(y.clone()), loss_func=mse_rows)
+    assert cb.cut==[False] # weighted by source, not cut: this loss has no reduction to skip, so the targets are mixed
+    torch.testing.assert_close(learn.yb[0], sum(w[:, None]*y[i] for i,w in zip(cb.idx, cb.wgt)))
+    torch.testing.assert_close(learn.yb[0].sum(1), torch.ones(4))
+
+def test_integer_per_position_labels_on_signals_are_cut():
+    "Integer (bs, L) labels on length-L signals can only be one label per position: cut, no question asked"
+    x,y = torch.randn(4, 2, 5),torch.randint(0, 3, (4, 5))
+    cb = CutMix(per_sample=True)
+    learn = mixing_learner(cb, x, y, loss_func=lambda p,t: F.cross_entropy(p[:, :, :], t))
+    assert cb.cut==[True]

@@ -69,11 +69,12 @@ def test_pretrained_falls_back_offline(tmp_path):
 
 def test_compare(tmp_path):
     out = tmp_path/'cmp'
-    rc,text = run('compare', *SMALL, '--epochs', '2', '--methods', 'none,cutmix', '--seeds', '2', '--out', out)
+    methods = ['none', 'cutmix', 'fastai-cutmix'] # fastai's own CutMix: the cross-check
+    rc,text = run('compare', *SMALL, '--epochs', '2', '--methods', ','.join(methods), '--seeds', '2', '--out', out)
     assert rc==0, text
     summ,runs = pd.read_csv(out/'compare.csv'),pd.read_csv(out/'runs.csv')
-    assert list(summ.method)==['none', 'cutmix'] and (summ.runs==2).all() and len(runs)==4
-    for m in ('none', 'cutmix'):
+    assert list(summ.method)==methods and (summ.runs==2).all() and len(runs)==6
+    for m in methods:
         r = runs[runs.method==m]
         assert abs(summ[summ.method==m].accuracy_mean.item() - r.accuracy.mean()) < 1e-9
         assert abs(summ[summ.method==m].accuracy_std.item() - r.accuracy.std(ddof=1)) < 1e-9
@@ -84,6 +85,7 @@ def test_compare(tmp_path):
 @pytest.mark.parametrize('args,msg', [
     (['train', '/no/such/folder'], "does not exist"),
     (['train', '--method', 'cutmx'], "invalid choice: 'cutmx'"),
+    (['train', '--method', 'fastai-cutmix'], "invalid choice: 'fastai-cutmix'"), # fastai's callbacks: compare only
     (['compare', '--methods', 'none,cutmx'], "unknown method 'cutmx'"),
     (['train', '--arch', 'resnet19'], "unknown --arch 'resnet19'"),
     (['train', '--epochs', '0'], "expected a number >= 1, got '0'"),
