@@ -58,7 +58,7 @@ class MixChoice(MixHandler):
     def _member(self, m, x):
         "Let member `m` draw for the batch `x`, or return None if it would not mix it now"
         m.idx = m.wgt = None
-        if m.pct_train < m.stop_pct and m._now(): m.idx,m.wgt = m.draw(x) # members' `mix` may read their own `wgt`
+        if self.learn.pct_train < m.stop_pct and m._now(): m.idx,m.wgt = m.draw(x) # members' `mix` may read their own `wgt`
         return None if m.idx is None else (m.idx,m.wgt)
 
     def draw(self, x):
@@ -70,7 +70,7 @@ class MixChoice(MixHandler):
             if r is None: self.cur = None
             return ifnone(r, keep)
         masks = [m for m in self.mixers if m.region]
-        if masks and len(masks)<len(self.mixers) and any(self._laid_out_like(y, x) for y in self.yb): raise ValueError(
+        if masks and len(masks)<len(self.mixers) and any(self._laid_out_like(y, x) for y in self.learn.yb): raise ValueError(
             f"{self}: with per_sample=True, targets laid out like the input (masks) cannot be cut for some samples "
             f"({', '.join(type(m).__name__ for m in masks)}) and not for others "
             f"({', '.join(type(m).__name__ for m in self.mixers if not m.region)}); use per_sample=False")

@@ -31,8 +31,11 @@ def sample_lam(
     device=None, # Device to draw on (the batch's)
 )->Tensor: # `n` float32 draws in [0, 1]
     "`n` draws from Beta(`alpha`, `alpha`) made on `device`, without a host-device sync"
-    a = torch.full((n,), float(alpha), device=device)
-    return Beta(a, a, validate_args=False).sample()
+    # Beta(a, a) is the first share of a Dirichlet(a, a) draw: the kernel `Beta(a, a).sample()` runs, without
+    # building two distribution objects per batch (they cost more than a small batch's mixing)
+    conc = torch.full((n, 2), float(alpha), device=device)
+    if hasattr(torch, '_sample_dirichlet'): return torch._sample_dirichlet(conc)[:, 0]
+    return Beta(conc[:, 0], conc[:, 1], validate_args=False).sample()
 
 # %% ../nbs/00_core.ipynb #2bd95244
 def weigh(
@@ -199,6 +202,12 @@ class MixHandler(Callback):
         if old is not None and learn is not old: self._restore(old, metrics=True)
         self.__dict__['_learn'] = learn
 
+    def __setattr__(self, name, value):
+        # fastai's `Callback.__setattr__` looks each name up on the learner, to warn when a callback shadows one of its
+        # attributes: a cost on every attribute a mixer sets per batch. A name already set was checked the first time.
+        if name in self.__dict__: self.__dict__[name] = value
+        else: super().__setattr__(name, value)
+
     def _restore(self, learn=None, metrics=False):
         "Give `learn` its own loss (and, with `metrics`, its own metrics) back if a mixer left its wrappers on it"
         learn = ifnone(learn, self.learn)
@@ -230,7 +239,7 @@ class MixHandler(Callback):
         raise NotImplementedError
     def mixes(self, t:Tensor, i:int)->bool:
         "Does this method mix input number `i`? Raise if it cannot handle it"
-        sz = self.xb[0].shape[2:]
+        sz = self.learn.xb[0].shape[2:]
         if self.spatial and (t.ndim<3 or t.shape[2:]!=sz): raise ValueError(
             f"{type(self).__name__}: cannot cut input {i} of shape {tuple(t.shape)}: every input needs a batch and a "
             f"channel dimension, then the spatial size of input 0 {tuple(sz)}, as in N×C×L signals, "
@@ -257,28 +266,32 @@ class MixHandler(Callback):
     def before_batch(self):
         self.idx = self.wgt = None
         try:
-            if self.pct_train < self.stop_pct and self._now(): self._mix()
+            if self.learn.pct_train < self.stop_pct and self._now(): self._mix()
         except Exception:
             self._restore(metrics=True) # our own error ends `fit` without `after_fit`: leave the learner as we found it
             raise
 
     def _mix(self):
         "Check the learner's batch, draw, and mix it in place of the learner's `xb` (and `yb` where needed)"
-        x,name = self.xb[0],type(self).__name__ # `self.x` is the whole tuple when there are several inputs
+        # the batch is read from the learner itself: a callback's `self.xb` goes through fastai's attribute lookup,
+        # which costs more than mixing a small batch
+        learn = self.learn
+        xb,yb = learn.xb,learn.yb
+        x,name = xb[0],type(self).__name__
         bs = x.shape[0]
-        for kind,ts in (('input', self.xb), ('target', self.yb)):
+        for kind,ts in (('input', xb), ('target', yb)):
             for i,t in enumerate(ts):
                 if not isinstance(t, Tensor) or t.ndim==0 or t.shape[0]!=bs: raise ValueError(
                     f"{name}: {kind} {i} has shape {tuple(getattr(t, 'shape', ()))} but input 0 has batch size {bs}; "
                     "every input and target must be a tensor with the batch first")
-        todo = [self.mixes(t, i) for i,t in enumerate(self.xb)]
+        todo = [self.mixes(t, i) for i,t in enumerate(xb)]
         if not any(todo): raise ValueError(
-            f"{name}: no input it can mix among {[f'{t.dtype} {tuple(t.shape)}' for t in self.xb]}")
-        self.src_yb = self.yb
+            f"{name}: no input it can mix among {[f'{t.dtype} {tuple(t.shape)}' for t in xb]}")
+        self.src_yb = yb
         self.idx,self.wgt = self.draw(x)
-        self.learn.xb = tuple(self.mix(t) if m else t for t,m in zip(self.xb, todo))
-        self.cut = [self.region and self._laid_out_like(y, x) for y in self.yb]
-        if any(self.cut): self.learn.yb = tuple(self.mix(y) if c else y for y,c in zip(self.yb, self.cut))
+        learn.xb = tuple(self.mix(t) if m else t for t,m in zip(xb, todo))
+        self.cut = [self.region and self._laid_out_like(y, x) for y in yb]
+        if any(self.cut): learn.yb = tuple(self.mix(y) if c else y for y,c in zip(yb, self.cut))
         if self.loss_mix: self.per_src = [not c for c in self.cut]
         else: self._mix_targets(self.cut)
 
@@ -297,18 +310,19 @@ class MixHandler(Callback):
 
     def _mix_targets(self, cut):
         "Mix float targets themselves, for losses that cannot give a loss per sample"
-        for y,c in zip(self.yb, cut):
+        for y,c in zip(self.learn.yb, cut):
             if not c and not y.is_floating_point(): raise ValueError(
                 f"{type(self).__name__}: integer targets need one loss per sample, but the loss "
                 f"{self.learn.loss_func.loss_func!r} cannot skip its reduction. Give it a `reduction` argument or "
                 "attribute (as PyTorch and fastai losses have), or use one-hot float targets.")
         self.learn.yb = tuple(y if c else weigh([y[i] for i in self.idx], self.wgt) for y,c in zip(self.yb, cut))
-        self.per_src = [False]*len(self.yb)
+        self.per_src = [False]*len(self.learn.yb)
 
     def source_targets(self)->list:
         "The targets of each source of the current batch, one `yb` tuple per source (masks as cut)"
-        if self.idx is None: return [self.yb]
-        return [tuple(y if c else y0[i] for y,y0,c in zip(self.yb, self.src_yb, self.cut)) for i in self.idx]
+        yb = self.learn.yb
+        if self.idx is None: return [yb]
+        return [tuple(y if c else y0[i] for y,y0,c in zip(yb, self.src_yb, self.cut)) for i in self.idx]
 
     def lf(self, loss_func, pred, *yb):
         "The loss of a mixed batch: `loss_func` per sample on each source's targets, weighted by `wgt`, then reduced"

@@ -9,7 +9,7 @@ from .core import *
 from .core import _check_num, _check_bool
 
 # %% auto #0
-__all__ = ['rand_box', 'box_share', 'box_mask', 'CutMix', 'Cutout']
+__all__ = ['rand_box', 'host_box', 'box_share', 'paste_boxes', 'box_mask', 'CutMix', 'Cutout']
 
 # %% ../nbs/03_cutmix.ipynb #252a5ba3
 def rand_box(
@@ -30,9 +30,39 @@ def rand_box(
         los.append(lo.clamp(0, s)); his.append((lo+cut).clamp(0, s))
     return torch.stack(los, 1),torch.stack(his, 1)
 
+def host_box(
+    lam:float, # Share of the input to keep; sets the box's size unless `minmax` is given
+    size:tuple, # Spatial size of the input: (L,), (H, W) or (D, H, W)
+    minmax:tuple=None, # (min, max) share of each side for the box's side, used instead of `lam`
+)->tuple: # `lo`, `hi`: lists of Python ints, the box's first and one-past-last index in each dimension
+    "One random box drawn as `rand_box` draws its boxes, in Python numbers (from torch's random generator)"
+    u,nd = torch.rand(2*len(size)).tolist(),len(size)
+    los,his = [],[]
+    for s,r,v in zip(size, u[:nd], u[nd:]):
+        if minmax is None: cut = round(s*(1-lam)**(1/nd)); lo = int(r*s) - cut//2
+        else: cut = round(s*(minmax[0] + v*(minmax[1]-minmax[0]))); lo = int(r*(s-cut+1))
+        los.append(min(max(lo, 0), s)); his.append(min(max(lo+cut, 0), s))
+    return los,his
+
 def box_share(lo:Tensor, hi:Tensor, size:tuple)->Tensor:
     "Share of an input of spatial `size` that each box (`lo`, `hi`) covers"
     return (hi-lo).prod(1).float().div(math.prod(size))
+
+def paste_boxes(
+    t:Tensor, # Batch to paste into, in place: (bs, ..., *size)
+    lo:list, # Per sample: the first index of its box in each spatial dimension (Python ints)
+    hi:list, # Per sample: one past the last index
+    src:list=None, # Per sample: the sample whose box is pasted (None: fill with `fill`)
+    fill:float=0., # Value pasted when `src` is None
+)->Tensor:
+    "Paste into each sample `i` the box (`lo[i]`, `hi[i]`) of sample `src[i]`, one box at a time: each copy touches its box only"
+    boxes = [(..., *map(slice, l, h)) for l,h in zip(lo, hi)]
+    if src is None:
+        for i,b in enumerate(boxes): t[i][b] = fill
+        return t
+    patches = [t[j][b].clone() for j,b in zip(src, boxes)] # all read before any is written: partners are sources too
+    for i,(b,p) in enumerate(zip(boxes, patches)): t[i][b] = p
+    return t
 
 def box_mask(lo:Tensor, hi:Tensor, size:tuple)->Tensor:
     "(n, *size) boolean mask, True inside each sample's box"
@@ -55,6 +85,7 @@ def _check_minmax(owner, minmax, name='minmax'):
 class CutMix(MixHandler):
     "CutMix (https://arxiv.org/abs/1905.04899): paste a box of a random partner into each sample, weigh targets by area"
     region,spatial = True,True
+    box_by_box = 2**14 # per_sample on the CPU: samples of at least this many elements are cut box by box
     @delegates(MixHandler)
     def __init__(self,
         alpha:float|callable=1., # Concentration of Beta(`alpha`, `alpha`) from which λ, the share kept, is drawn, > 0; or a schedule
@@ -67,19 +98,25 @@ class CutMix(MixHandler):
 
     def draw(self, x):
         bs,size = x.shape[0],x.shape[2:]
-        # one box for the batch is drawn on the host: plain integer slices cost the GPU no sync
-        lam = sample_lam(self.cur_alpha, bs if self.per_sample else 1, x.device if self.per_sample else 'cpu')
-        lo,hi = rand_box(lam, size, self.minmax)
-        keep = 1-box_share(lo, hi, size)
-        if self.per_sample: self.mask = box_mask(lo, hi, size)
-        else:
-            self.box = (..., *(slice(a, b) for a,b in zip(lo[0].tolist(), hi[0].tolist())))
-            keep = torch.full((bs,), keep.item(), device=x.device)
-        return self.pairs(keep)
+        if self.per_sample:
+            lo,hi = rand_box(sample_lam(self.cur_alpha, bs, x.device), size, self.minmax)
+            # on the CPU, large samples are cut box by box: the copies touch only the boxes, and reading the boxes to
+            # the host costs nothing there. Elsewhere one masked kernel over the batch, with no host-device sync.
+            self.boxes = (lo.tolist(), hi.tolist()) if x.device.type=='cpu' and x[0].numel()>=self.box_by_box else None
+            self.mask = None if self.boxes else box_mask(lo, hi, size)
+            return self.pairs(1-box_share(lo, hi, size))
+        # one box for the batch is drawn on the host, in Python numbers: plain integer slices cost the GPU no sync,
+        # and a dozen one-number tensor operations would cost more than cutting a small batch
+        lo,hi = host_box(sample_lam(self.cur_alpha, 1, 'cpu').item(), size, self.minmax)
+        self.box = (..., *(slice(a, b) for a,b in zip(lo, hi)))
+        keep = 1 - math.prod(b-a for a,b in zip(lo, hi))/math.prod(size)
+        return self.pairs(torch.full((bs,), keep, device=x.device))
 
     def mix(self, t):
         # `index_select`: the same gather as `t[perm]`, several times faster on CPU
-        if self.per_sample: return paste(t, self.mask, t.index_select(0, self.perm))
+        if self.per_sample:
+            if self.boxes: return paste_boxes(t, *self.boxes, self.perm.tolist())
+            return paste(t, self.mask, t.index_select(0, self.perm))
         t[self.box] = t[self.box].index_select(0, self.perm)
         return t
 
@@ -103,6 +140,8 @@ class Cutout(CutMix):
         return torch.arange(bs, device=dev)[None],torch.ones(1, bs, device=dev)
 
     def mix(self, t):
-        if self.per_sample: return paste(t, self.mask, t.new_full((), self.fill)) # a fill kernel: no host-to-device copy
+        if self.per_sample:
+            if self.boxes: return paste_boxes(t, *self.boxes, fill=self.fill)
+            return paste(t, self.mask, t.new_full((), self.fill)) # a fill kernel: no host-to-device copy
         t[self.box] = self.fill
         return t

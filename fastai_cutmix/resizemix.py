@@ -62,7 +62,7 @@ class ResizeMix(MixHandler):
         return self.pairs(keep)
 
     def mix(self, t):
-        size = self.xb[0].shape[2:]
+        size = self.learn.xb[0].shape[2:]
         if self.per_sample: return paste(t, self.mask, resize_into(t.index_select(0, self.perm), self.lo, self.side, size))
         side = self.side[0].tolist()
         if min(side)==0: return t

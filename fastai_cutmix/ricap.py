@@ -26,7 +26,7 @@ class RICAP(MixHandler):
 
     def mixes(self, t, i):
         super().mixes(t, i)
-        if t.ndim<4 or len(self.xb[0].shape[2:])!=2: raise ValueError(
+        if t.ndim<4 or len(self.learn.xb[0].shape[2:])!=2: raise ValueError(
             f"RICAP: tiles images, N×C×H×W, but input {i} has shape {tuple(t.shape)}. For signals or volumes use CutMix or FMix.")
         return True
 

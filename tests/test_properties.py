@@ -54,13 +54,14 @@ def coinciding_weight(idx, wgt, i, src):
 
 @settings(max_examples=150, **SETTINGS)
 @given(bs=st.integers(1, 16), c=st.integers(1, 3), size=spatial_sizes(), per_sample=st.booleans(),
-       minmax=minmaxes(), alpha=st.sampled_from([.2, 1., 3.]), mask_channel=st.booleans(), seed=seeds)
-def test_cutmix_pixel_shares_are_weights(bs, c, size, per_sample, minmax, alpha, mask_channel, seed):
+       minmax=minmaxes(), alpha=st.sampled_from([.2, 1., 3.]), mask_channel=st.booleans(), by_box=st.booleans(), seed=seeds)
+def test_cutmix_pixel_shares_are_weights(bs, c, size, per_sample, minmax, alpha, mask_channel, by_box, seed):
     "Each sample's share of pixels from each source is that source's weight; the mask is cut with the same box"
     set_seed(seed)
     x,m = ids_batch(bs, c, size)
     if mask_channel: m = m.unsqueeze(1)
     cb = CutMix(alpha=alpha, per_sample=per_sample, minmax=minmax)
+    cb.box_by_box = 0 if by_box else 2**62 # per_sample: box by box (large CPU inputs), or one masked kernel
     learn = mixing_learner(cb, x, m)
     check_pairs(cb, bs)
     idx,wgt = cb.idx,cb.wgt
@@ -98,13 +99,14 @@ def test_cutmix_pixel_shares_are_weights(bs, c, size, per_sample, minmax, alpha,
         for f in foreign[1:]: assert torch.equal(f, foreign[0])
 
 @settings(max_examples=60, **SETTINGS)
-@given(bs=st.integers(1, 12), size=spatial_sizes(), per_sample=st.booleans(), seed=seeds)
-def test_cutmix_random_images_and_masks(bs, size, per_sample, seed):
+@given(bs=st.integers(1, 12), size=spatial_sizes(), per_sample=st.booleans(), by_box=st.booleans(), seed=seeds)
+def test_cutmix_random_images_and_masks(bs, size, per_sample, by_box, seed):
     "With random pixels, each pixel of the mixed image and mask is that of the sample or of its partner, at the same place"
     set_seed(seed)
     x = torch.randn(bs, 2, *size)
     m = torch.randint(0, 5, (bs, *size))
     cb = CutMix(per_sample=per_sample)
+    cb.box_by_box = 0 if by_box else 2**62
     learn = mixing_learner(cb, x.clone(), m.clone())
     xm,ym = learn.xb[0],learn.yb[0]
     perm = cb.perm
@@ -329,6 +331,54 @@ def test_rand_box_mask_share(n, size, minmax, seed):
         ref = torch.zeros(size, dtype=torch.bool)
         ref[tuple(slice(a, b) for a,b in zip(lo[i].tolist(), hi[i].tolist()))] = True
         assert torch.equal(m[i], ref)
+
+@settings(max_examples=60, **SETTINGS)
+@given(n=st.integers(1, 16), c=st.integers(1, 3), size=spatial_sizes(), fill=st.booleans(), seed=seeds)
+def test_paste_boxes_is_the_masked_paste(n, c, size, fill, seed):
+    "Box by box (CPU, large inputs) and one masked kernel (elsewhere) paste exactly the same pixels"
+    from fastai_cutmix.cutmix import rand_box, box_mask, paste_boxes
+    from fastai_cutmix.core import paste
+    set_seed(seed)
+    t = torch.randn(n, c, *size)
+    lo,hi = rand_box(torch.rand(n), size)
+    perm = torch.randperm(n)
+    src = t.new_full((), -7.) if fill else t[perm]
+    want = paste(t.clone(), box_mask(lo, hi, size), src)
+    got = paste_boxes(t.clone(), lo.tolist(), hi.tolist(), None if fill else perm.tolist(), fill=-7.)
+    assert torch.equal(got, want)
+    m = torch.randint(0, 9, (n, *size)) # masks without a channel dimension too
+    if not fill: assert torch.equal(paste_boxes(m.clone(), lo.tolist(), hi.tolist(), perm.tolist()),
+                                    paste(m.clone(), box_mask(lo, hi, size), m[perm]))
+
+@settings(max_examples=60, **SETTINGS)
+@given(size=spatial_sizes(), minmax=minmaxes(), lam=st.floats(0, 1), seed=seeds)
+def test_host_box(size, minmax, lam, seed):
+    "The one box of batch mode, drawn in Python numbers: inside the input, with the side λ (or minmax) asks for"
+    from fastai_cutmix.cutmix import host_box
+    set_seed(seed)
+    lo,hi = host_box(lam, size, minmax)
+    assert all(type(v) is int for v in lo+hi) and len(lo)==len(hi)==len(size)
+    for a,b,s in zip(lo, hi, size):
+        assert 0<=a<=b<=s
+        if minmax is None:
+            want = round(s*(1-lam)**(1/len(size)))
+            assert b-a<=want and (a==0 or b==s or b-a==want) # clipped only at an edge
+        else: assert s*minmax[0]-.5-1e-4 <= b-a <= s*minmax[1]+.5+1e-4
+
+def test_host_box_spread():
+    "host_box's corners and minmax sides cover their ranges uniformly, as rand_box's do"
+    from fastai_cutmix.cutmix import host_box
+    set_seed(0)
+    boxes = [host_box(.5, (200, 100), (.2, .6)) for _ in range(3000)]
+    lo,hi = torch.tensor([b[0] for b in boxes]),torch.tensor([b[1] for b in boxes])
+    side = (hi-lo).float()/torch.tensor([200., 100.])
+    torch.testing.assert_close(side.mean(0), torch.tensor([.4, .4]), atol=.01, rtol=0)
+    assert (side.min(0).values<.21).all() and (side.max(0).values>.59).all()
+    frac = lo[:, 0].float()/(200-(hi-lo)[:, 0]).clamp(min=1)
+    assert frac.min()<.02 and frac.max()>.98 and abs(frac.mean().item()-.5)<.03
+    centre = [host_box(.75, (100,), None) for _ in range(3000)] # side 25: the centre is uniform over [0, 100)
+    mid = torch.tensor([(a+b)/2 for (a,),(b,) in centre])
+    assert abs(mid.mean().item()-50)<2.5
 
 def test_minmax_sides_spread_over_range():
     "With minmax, each side is drawn uniformly in [min, max] of the input's side"
