@@ -115,6 +115,8 @@ def fashion_mnist_dls(
     tls = [TfmdLists(list(x), ToTensorImageBW(), splits=splits),
            TfmdLists([FMNIST_CLASSES[i] for i in y.tolist()], Categorize(FMNIST_CLASSES, sort=False), splits=splits)]
     dsets = Datasets(tls=tls)
+    # the images are in memory already: worker processes would only add a fork per epoch and copies between processes
+    kwargs.setdefault('num_workers', 0)
     return dsets.dataloaders(bs=bs, after_batch=[IntToFloatTensor(), Normalize.from_stats([.286], [.353])], **kwargs)
 
 # %% ../nbs/01_data.ipynb #edb5ff86
