@@ -214,7 +214,7 @@ class MixHandler(Callback):
         lf = getattr(learn, 'loss_func', None)
         if isinstance(lf, MixLoss): learn.loss_func = lf.loss_func
         if metrics: _unwrap_metrics(learn)
-        self.idx = self.wgt = None
+        self.idx = self.wgt = self.src_yb = None # nothing of the last batch is kept alive
 
     def before_fit(self):
         self._restore(metrics=True) # a previous fit may have been interrupted
@@ -326,7 +326,12 @@ class MixHandler(Callback):
 
     def lf(self, loss_func, pred, *yb):
         "The loss of a mixed batch: `loss_func` per sample on each source's targets, weighted by `wgt`, then reduced"
-        if not getattr(self.learn, 'training', False) or self.idx is None or not any(self.per_src): return loss_func(pred, *yb)
+        learn = self.learn
+        # only fastai's own call for the batch this mixer mixed is mixed: its targets are the learner's `yb` themselves.
+        # Any other call (targets of your own, or the loss called by hand after an interrupted fit, which leaves the
+        # learner in training mode) gets the plain loss
+        if (not getattr(learn, 'training', False) or self.idx is None or not any(self.per_src)
+            or len(yb)!=len(learn.yb) or any(a is not b for a,b in zip(yb, learn.yb))): return loss_func(pred, *yb)
         bs = self.idx.shape[1]
         with NoneReduce(loss_func) as nr:
             ls = [nr(pred, *(y[i] if s else y for y,s in zip(yb, self.per_src))) for i in self.idx]

@@ -63,7 +63,8 @@ class ResizeMix(MixHandler):
 
     def mix(self, t):
         size = self.learn.xb[0].shape[2:]
-        if self.per_sample: return paste(t, self.mask, resize_into(t.index_select(0, self.perm), self.lo, self.side, size))
+        # under autocast `grid_sample` answers in float32 whatever it is given: the batch keeps its own dtype
+        if self.per_sample: return paste(t, self.mask, resize_into(t.index_select(0, self.perm), self.lo, self.side, size).to(t.dtype))
         side = self.side[0].tolist()
         if min(side)==0: return t
         src = t.index_select(0, self.perm)
