@@ -40,10 +40,11 @@ class MixChoice(MixHandler):
 
     def __repr__(self): return f"{type(self).__name__}({', '.join(type(m).__name__ for m in self.mixers)})"
 
-    def _restore(self, learn=None, metrics=False):
-        super()._restore(learn, metrics)
+    _config_tensors = ('weights',)
+    def _forget(self):
+        super()._forget()
         # members borrow the learner batch by batch (see `mixes`): let it go, with their last draws
-        for m in self.mixers: m.__dict__['_learn'] = None; m.idx = m.wgt = m.src_yb = None
+        for m in self.mixers: m.__dict__['_learn'] = None; m._forget()
         self.cur = None
 
     @property

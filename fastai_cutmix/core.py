@@ -214,7 +214,14 @@ class MixHandler(Callback):
         lf = getattr(learn, 'loss_func', None)
         if isinstance(lf, MixLoss): learn.loss_func = lf.loss_func
         if metrics: _unwrap_metrics(learn)
-        self.idx = self.wgt = self.src_yb = None # nothing of the last batch is kept alive
+        self._forget()
+
+    _config_tensors = () # tensors among the settings, kept by `_forget`
+    def _forget(self):
+        "Drop the last batch's draws, targets and masks: nothing of a batch is kept alive once it is done"
+        self.idx = self.wgt = self.src_yb = None
+        for k,v in list(self.__dict__.items()):
+            if isinstance(v, Tensor) and k not in self._config_tensors: self.__dict__[k] = None
 
     def before_fit(self):
         self._restore(metrics=True) # a previous fit may have been interrupted
