@@ -40,7 +40,6 @@ class MixChoice(MixHandler):
 
     def __repr__(self): return f"{type(self).__name__}({', '.join(type(m).__name__ for m in self.mixers)})"
 
-    _config_tensors = ('weights',)
     def _forget(self):
         super()._forget()
         # members borrow the learner batch by batch (see `mixes`): let it go, with their last draws
@@ -65,7 +64,8 @@ class MixChoice(MixHandler):
     def _member(self, m, x):
         "Let member `m` draw for the batch `x`, or return None if it would not mix it now"
         m.idx = m.wgt = None
-        if self.learn.pct_train < m.stop_pct and m._now(): m.idx,m.wgt = m.draw(x) # members' `mix` may read their own `wgt`
+        if self.learn.pct_train < m.stop_pct and m._now():
+            with m._drawing(): m.idx,m.wgt = m.draw(x) # members' `mix` may read their own `wgt`
         return None if m.idx is None else (m.idx,m.wgt)
 
     def draw(self, x):

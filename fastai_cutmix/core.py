@@ -205,7 +205,9 @@ class MixHandler(Callback):
     def __setattr__(self, name, value):
         # fastai's `Callback.__setattr__` looks each name up on the learner, to warn when a callback shadows one of its
         # attributes: a cost on every attribute a mixer sets per batch. A name already set was checked the first time.
-        if name in self.__dict__: self.__dict__[name] = value
+        d = self.__dict__
+        if d.get('_in_draw'): d.setdefault('_batch_keys', set()).add(name)
+        if name in d: d[name] = value
         else: super().__setattr__(name, value)
 
     def _restore(self, learn=None, metrics=False):
@@ -216,12 +218,19 @@ class MixHandler(Callback):
         if metrics: _unwrap_metrics(learn)
         self._forget()
 
-    _config_tensors = () # tensors among the settings, kept by `_forget`
+    @contextmanager
+    def _drawing(self):
+        "Note the attributes set meanwhile: the batch's state (draws, masks, boxes), which `_forget` drops"
+        d = self.__dict__
+        d['_in_draw'] = True
+        try: yield
+        finally: d['_in_draw'] = False
+
     def _forget(self):
-        "Drop the last batch's draws, targets and masks: nothing of a batch is kept alive once it is done"
+        "Drop the last batch's state: nothing of a batch is kept alive once it is done"
+        d = self.__dict__
+        for k in d.get('_batch_keys', ()): d[k] = None
         self.idx = self.wgt = self.src_yb = None
-        for k,v in list(self.__dict__.items()):
-            if isinstance(v, Tensor) and k not in self._config_tensors: self.__dict__[k] = None
 
     def before_fit(self):
         self._restore(metrics=True) # a previous fit may have been interrupted
@@ -273,7 +282,8 @@ class MixHandler(Callback):
     def before_batch(self):
         self.idx = self.wgt = None
         try:
-            if self.learn.pct_train < self.stop_pct and self._now(): self._mix()
+            if self.learn.pct_train < self.stop_pct and self._now():
+                with self._drawing(): self._mix()
         except Exception:
             self._restore(metrics=True) # our own error ends `fit` without `after_fit`: leave the learner as we found it
             raise
