@@ -11,6 +11,7 @@ import argparse, hashlib, json, os, time, warnings
 warnings.filterwarnings('ignore')
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import fastai, torch, torch.distributed as dist
+import torch.nn.functional as F
 torch.set_num_threads(1)
 from fastai_cutmix.all import *
 from fastai.distributed import DistributedDL, DistributedTrainer
@@ -47,7 +48,13 @@ class Probe(Callback):
         self.rows.append(dict(training=self.learn.training, iter=self.learn.iter, mixed=w is not None,
             partner_share=None if w is None else float(w[1:].mean()),
             mixloss=isinstance(lf, MixLoss), inner_is_lf=getattr(lf, 'loss_func', None) is self.lf,
-            plain_lf=lf is self.lf, loss=float(self.learn.loss.detach())))
+            plain_lf=lf is self.lf, loss=float(self.learn.loss.detach()), lerp_loss=self.lerp_loss(w)))
+    def lerp_loss(self, w):
+        "The loss mixing must give, by hand: each source's cross-entropy per sample, weighted by its share, averaged"
+        if w is None or not self.learn.training: return None
+        with torch.no_grad():
+            p,y = self.learn.pred.float(),self.mixer.src_yb[0]
+            return float(sum(wj*F.cross_entropy(p, y[i], reduction='none') for i,wj in zip(self.mixer.idx, w)).mean())
 
 class Fault(Callback):
     "Raises on one rank at one training batch: a crash of that rank alone, mid-training"

@@ -113,6 +113,7 @@ def test_every_training_batch_mixed_on_every_rank(clean, name):
         tr,va = training(r['rows']),validation(r['rows'])
         assert len(tr)==N_TRAIN//WORLD//BS and len(va)==N_VALID//WORLD//BS
         assert all(x['mixed'] and x['mixloss'] and x['inner_is_lf'] for x in tr), "mixed, with a MixLoss around the learner's loss"
+        for x in tr: assert abs(x['loss']-x['lerp_loss']) <= 1e-5*max(1., abs(x['lerp_loss'])), ("the loss is the lerp of the sources' losses", x)
         assert all(0<=x['partner_share']<=1 for x in tr) and any(x['partner_share']>0 for x in tr)
         assert all(x['loss']==x['loss'] and abs(x['loss'])<1e3 for x in r['rows']), "finite losses"
         assert all(not x['mixed'] and x['plain_lf'] for x in va), "validation unmixed, on the learner's own loss"
