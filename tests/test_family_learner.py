@@ -14,33 +14,14 @@ for _n in [n for n in dir() if n.startswith('test')]: del globals()[_n]
 # ---------------------------------------------------------------------------------------------------------------
 # The family
 
-MEMBERS = {
-    'mixup':                 lambda: MixUp(),
-    'cutmix':                lambda: CutMix(),
-    'cutmix_per_sample':     lambda: CutMix(per_sample=True),
-    'cutout':                lambda: Cutout(),
-    'fmix':                  lambda: FMix(),
-    'fmix_per_sample':       lambda: FMix(per_sample=True),
-    'resizemix':             lambda: ResizeMix(),
-    'resizemix_per_sample':  lambda: ResizeMix(per_sample=True),
-    'ricap':                 lambda: RICAP(),
-    'ricap_per_sample':      lambda: RICAP(per_sample=True),
-    'cutmixup':              lambda: CutMixUp(),
-    'cutmixup_per_sample':   lambda: CutMixUp(per_sample=True),
-    'choice_per_sample':     lambda: MixChoice([MixUp(), FMix(), RICAP()], per_sample=True),
-}
 # the members that cut regions, and so cut segmentation masks along with the image
 REGION = ['cutmix', 'cutmix_per_sample', 'fmix', 'fmix_per_sample', 'resizemix', 'resizemix_per_sample', 'ricap',
           'ricap_per_sample']
 
-def members(names=None):
-    "`pytest.param`s of the family's factories, with their names as ids"
-    return [pytest.param(MEMBERS[n], id=n) for n in ifnone(names, list(MEMBERS))]
-
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
 
-from helpers import quiet, mk_learner, mixers_of
+from helpers import quiet, mk_learner, mixers_of, MEMBERS, members
 
 def col(learn, name):
     "The value of column `name` (e.g. 'train_accuracy') in the last epoch the `Recorder` recorded"

@@ -10,32 +10,12 @@ from fastai_cutmix.all import *
 # the star import brings fastcore's `test`, `test_eq`, `test_close`...: pytest would collect them as tests
 for _n in [n for n in dir() if n.startswith('test')]: del globals()[_n]
 
-from helpers import mk_learner, mixers_of, one_thread
+from helpers import mk_learner, mixers_of, one_thread, model_inputs, MEMBERS, members
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 # ---------------------------------------------------------------------------------------------------------------
 # The family, the faults and the points where they strike
-
-MEMBERS = {
-    'mixup':                 lambda: MixUp(),
-    'cutmix':                lambda: CutMix(),
-    'cutmix_per_sample':     lambda: CutMix(per_sample=True),
-    'cutout':                lambda: Cutout(),
-    'fmix':                  lambda: FMix(),
-    'fmix_per_sample':       lambda: FMix(per_sample=True),
-    'resizemix':             lambda: ResizeMix(),
-    'resizemix_per_sample':  lambda: ResizeMix(per_sample=True),
-    'ricap':                 lambda: RICAP(),
-    'ricap_per_sample':      lambda: RICAP(per_sample=True),
-    'cutmixup':              lambda: CutMixUp(),
-    'cutmixup_per_sample':   lambda: CutMixUp(per_sample=True),
-    'choice_per_sample':     lambda: MixChoice([MixUp(), FMix(), RICAP()], per_sample=True),
-}
-
-def members(names=None):
-    "`pytest.param`s of the family's factories, with their names as ids"
-    return [pytest.param(MEMBERS[n], id=n) for n in ifnone(names, list(MEMBERS))]
 
 # torch>=2.5 has `torch.OutOfMemoryError`; `torch.cuda.OutOfMemoryError` is the same class (and older torch's only one)
 OOM = getattr(torch, 'OutOfMemoryError', None) or torch.cuda.OutOfMemoryError
@@ -99,13 +79,6 @@ class Probe(Callback):
         (m,) = mixers_of(self.learn)
         self.rows.append(dict(training=self.learn.training, lf=self.learn.loss_func, mixed=m.idx is not None and m.wgt is not None,
                               wgt_dtype=None if m.wgt is None else m.wgt.dtype, loss=float(self.learn.loss)))
-
-def model_inputs(model):
-    "A list filled with each input the model sees in training mode, and the hook's handle"
-    seen = []
-    def hook(mod, args):
-        if mod.training: seen.append(args[0].detach().clone())
-    return seen, model.register_forward_pre_hook(hook)
 
 def _same(xs, ys): return len(xs)==len(ys) and all(a is b for a,b in zip(xs, ys))
 

@@ -16,7 +16,7 @@ MIXERS = {'cutmix': lambda: CutMix(), 'cutmix_per_sample': lambda: CutMix(per_sa
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
 
-from helpers import quiet, mk_learner, mixers_of
+from helpers import quiet, mk_learner, mixers_of, model_inputs
 
 def unwrap(lf):
     "How many `MixLoss` are wrapped around the innermost loss, and that loss"
@@ -43,13 +43,6 @@ class Tap(Callback):
     order,run_valid = -5,False
     def __init__(self): self.xs = []
     def before_batch(self): self.xs.append(self.learn.xb[0].detach().clone())
-
-def model_inputs(model):
-    "A list filled with every input the model sees in training mode (and the hook's handle)"
-    seen = []
-    def hook(m, args):
-        if m.training: seen.append(args[0].detach().clone())
-    return seen, model.register_forward_pre_hook(hook)
 
 class Interrupt(Callback):
     "Raises `exc` at `event` of training batch `at_iter` of epoch `at_epoch`, after noting the learner's state then"

@@ -17,29 +17,9 @@ from fastai_cutmix.all import *
 # the star import brings fastcore's `test`, `test_eq`, `test_close`...: pytest would collect them as tests
 for _n in [n for n in dir() if n.startswith('test')]: del globals()[_n]
 
-from helpers import mk_learner, mixers_of, one_thread
+from helpers import mk_learner, mixers_of, one_thread, MEMBERS, members
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-MEMBERS = {
-    'mixup':                 lambda: MixUp(),
-    'cutmix':                lambda: CutMix(),
-    'cutmix_per_sample':     lambda: CutMix(per_sample=True),
-    'cutout':                lambda: Cutout(),
-    'fmix':                  lambda: FMix(),
-    'fmix_per_sample':       lambda: FMix(per_sample=True),
-    'resizemix':             lambda: ResizeMix(),
-    'resizemix_per_sample':  lambda: ResizeMix(per_sample=True),
-    'ricap':                 lambda: RICAP(),
-    'ricap_per_sample':      lambda: RICAP(per_sample=True),
-    'cutmixup':              lambda: CutMixUp(),
-    'cutmixup_per_sample':   lambda: CutMixUp(per_sample=True),
-    'choice_per_sample':     lambda: MixChoice([MixUp(), FMix(), RICAP()], per_sample=True),
-}
-def members(names=None, marks=None):
-    "`pytest.param`s of the family's factories, with their names as ids (and `marks[name]` where given)"
-    marks = ifnone(marks, {})
-    return [pytest.param(MEMBERS[n], id=n, marks=marks.get(n, ())) for n in ifnone(names, list(MEMBERS))]
 
 BF16 = torch.bfloat16
 RTOL = 2**-7 # two bf16 ulps (bf16 keeps 8 significant bits)
@@ -181,7 +161,7 @@ def batch(dls):
 @pytest.mark.parametrize('onehot', [False, True], ids=['labels', 'onehot'])
 @pytest.mark.parametrize('autocast', [False, True], ids=['plain', 'autocast'])
 @pytest.mark.parametrize('make', members())
-def test_bf16_inputs(request, batch, make, autocast, onehot):
+def test_bf16_inputs(batch, make, autocast, onehot):
     x,lab = batch
     xb = x.to(BF16)
     set_seed(0)
