@@ -105,11 +105,12 @@ class MixChoice(MixHandler):
 # %% ../nbs/05_choice.ipynb #fa434c20
 class CutMixUp(MixChoice):
     "MixUp or CutMix for each batch (or sample), CutMix with probability `switch_prob`: DeiT's and timm's recipe"
+    @delegates(MixChoice, but=['mixers', 'weights', 'per_sample'])
     def __init__(self,
         mixup_alpha:float|callable=.8, # MixUp's `alpha` (DeiT: 0.8); or a schedule
         cutmix_alpha:float|callable=1., # CutMix's `alpha` (DeiT: 1.0); or a schedule
         switch_prob:float=.5, # Probability of CutMix rather than MixUp (DeiT: 0.5)
-        per_sample:bool=False, # Choose for each sample (timm's "elem" mode, with a box per sample), or per batch
+        per_sample:bool=False, # Choose, and draw λ, for each sample (timm's "elem" mode), or once per batch (its "batch" mode)
         minmax:tuple=None, # CutMix's (min, max) share of each side for the box, instead of `cutmix_alpha`
         **kwargs # `p`, `stop_pct`
     ):
@@ -119,5 +120,5 @@ class CutMixUp(MixChoice):
             _check_sched('CutMixUp', k, a, 0, math.inf, lo_open=True, hi_open=True)
         _check_minmax('CutMixUp', minmax)
         _check_bool('CutMixUp', 'per_sample', per_sample)
-        super().__init__([MixUp(mixup_alpha), CutMix(cutmix_alpha, per_sample=per_sample, minmax=minmax)],
+        super().__init__([MixUp(mixup_alpha, per_sample=per_sample), CutMix(cutmix_alpha, per_sample=per_sample, minmax=minmax)],
                          weights=[1-switch_prob, switch_prob], per_sample=per_sample, **kwargs)

@@ -108,6 +108,12 @@ def _per_sample(f, pred, yb):
     try: return torch.vmap(one)(pred.as_subclass(Tensor), *(y.as_subclass(Tensor) for y in yb))
     except Exception: return torch.stack([one(pred[i], *(y[i] for y in yb)) for i in range(pred.shape[0])])
 
+def _takes_weights(m):
+    "Does `m` accumulate the whole epoch with a function that takes `sample_weight`, as scikit-learn's metrics do?"
+    if not isinstance(m, AccumMetric): return False
+    try: return 'sample_weight' in inspect.signature(m.func).parameters
+    except (TypeError, ValueError): return False
+
 class MixMetric(Metric):
     "Training metric on mixed batches: `metric` on each source's targets, weighed by the sources' shares"
     def __init__(self,
@@ -132,20 +138,33 @@ class MixMetric(Metric):
         bs = find_bs(learn.yb)
         if wgt is None: wgt = torch.ones(1, bs)
         wgt = wgt.detach().float().cpu()
-        if isinstance(self.metric, AvgMetric) and not (wgt==wgt[:, :1]).all():
+        per_sample = not (wgt==wgt[:, :1]).all()
+        if isinstance(self.metric, AvgMetric) and per_sample:
             # a mean over samples: score each sample against each source
             vals = torch.stack([_per_sample(self.metric.func, pred, yb) for yb in srcs]).float().cpu()
             self.total += float((vals*wgt).sum())
-        else: self.total += bs*sum(float(w.mean())*self._value(learn, yb) for w,yb in zip(wgt, srcs))
+        else: self.total += bs*sum(float(w.mean())*self._value(learn, yb, w if per_sample else None)
+                                   for w,yb in zip(wgt, srcs) if w.any())
         self.count += bs
 
-    def _value(self, learn, yb):
-        "The metric on this batch alone, with targets `yb`"
+    def _value(self,
+        learn:Learner, # The learner, holding the batch's predictions
+        yb:tuple, # One source's targets
+        w:Tensor=None, # (bs,) that source's share of each sample, when the shares differ from sample to sample
+    )->float:
+        "The metric on this batch alone, against targets `yb`, its samples weighed by `w` where its function takes weights"
         m = self.metric
         m.reset()
         m.accumulate(SimpleNamespace(pred=learn.pred, yb=yb, y=detuplify(yb), xb=learn.xb, x=learn.x, loss=getattr(learn, 'loss', None),
                                      training=True, dl=getattr(learn, 'dl', None), to_detach=learn.to_detach))
-        return float(m.value)
+        if w is None or not _takes_weights(m): return float(m.value)
+        n = sum(len(p) for p in m.preds) # one row per sample, or (flattened) per sample and pixel
+        if n%len(w): return float(m.value)
+        sw = w.repeat_interleave(n//len(w))
+        kw = m.kwargs
+        m.kwargs = {**kw, 'sample_weight': sw.numpy() if m.to_np else sw}
+        try: return float(m.value)
+        finally: m.kwargs = kw
 
     @property
     def value(self):

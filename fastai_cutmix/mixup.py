@@ -6,6 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
+from .core import _check_bool
 
 # %% auto #0
 __all__ = ['MixUp']
@@ -17,14 +18,17 @@ class MixUp(MixHandler):
     def __init__(self,
         alpha:float|callable=.4, # Concentration of Beta(`alpha`, `alpha`) from which λ is drawn, > 0; or a schedule
         max_lam:bool=True, # Keep the larger of λ and 1-λ for the sample itself, as fastai does; False: as drawn
+        per_sample:bool=True, # A λ for each sample (True), as fastai does, or one for the whole batch, as timm's "batch" mode
         **kwargs
     ):
         super().__init__(alpha, **kwargs)
-        self.max_lam = max_lam
+        name = type(self).__name__
+        self.max_lam,self.per_sample = _check_bool(name, 'max_lam', max_lam),_check_bool(name, 'per_sample', per_sample)
 
     def draw(self, x):
-        lam = sample_lam(self.cur_alpha, x.shape[0], x.device)
-        return self.pairs(torch.maximum(lam, 1-lam) if self.max_lam else lam)
+        bs = x.shape[0]
+        lam = sample_lam(self.cur_alpha, bs if self.per_sample else 1, x.device)
+        return self.pairs((torch.maximum(lam, 1-lam) if self.max_lam else lam).expand(bs))
 
     def mixes(self, t, i): return t.is_floating_point()
 

@@ -58,6 +58,7 @@ def show_mixed(
     n_inp = dls.n_inp
     xb,yb = tuple(t.clone() for t in b[:n_inp]),tuple(b[n_inp:])
     xm,srcs,idx,wgt,cut = _mix_once(cb, xb, yb, lf, pct_train)
+    masks = [c or cb._laid_out_like(y, xb[0]) for c,y in zip(cut, yb)] # targets laid out like the image, cut or not
     n = min(nrows*ncols, xm[0].shape[0])
     dec = [dls.decode_batch((*xm, *ys), max_n=n) for ys in srcs] # one decoding per source: images and its labels
     fig,axs = plt.subplots(nrows, ncols, figsize=ifnone(figsize, (2.5*ncols, 2.5*nrows+.3)), squeeze=False)
@@ -68,11 +69,13 @@ def show_mixed(
         img = item[0]
         if hasattr(img, 'show'): img.show(ctx=ax)
         else: show_image(img, ax=ax)
-        for c,o in zip(cut, item[n_inp:]):
+        # a mask is drawn over the image: as cut, or (methods that weigh whole masks, like MixUp) the sample's own
+        for c,o in zip(masks, item[n_inp:]):
             if c and hasattr(o, 'show'): o.show(ctx=ax)
         shares = {}
         for j in range(len(srcs)):
-            labels = [_label(o) for c,o in zip(cut, dec[j][i][n_inp:]) if not c]
+            # each source's share: by its label, or for masks (which have no short name) by its image
+            labels = [_label(o) for c,o in zip(masks, dec[j][i][n_inp:]) if not c]
             key = ', '.join(labels) if labels else f"image {idx[j, i]}"
             shares[key] = shares.get(key, 0.) + float(wgt[j, i])
         ax.set_title(' / '.join(f"{w:.0%} {k}" for k,w in sorted(shares.items(), key=lambda kv: -kv[1]) if w>=.005),

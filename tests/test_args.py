@@ -4,6 +4,7 @@ import numpy as np
 import pytest, torch
 import torch.nn.functional as F
 from fastai.torch_core import set_seed
+from fastai.callback.schedule import SchedLin
 from fastai_cutmix.core import MixHandler, mixing_learner, sample_lam
 from fastai_cutmix.mixup import MixUp
 from fastai_cutmix.cutmix import CutMix
@@ -204,13 +205,14 @@ from fastai.data.transforms import TensorMultiCategory
 MEMBERS = {'MixUp': MixUp, 'CutMix': CutMix, 'Cutout': Cutout, 'FMix': FMix, 'ResizeMix': ResizeMix, 'RICAP': RICAP,
            'CutMixUp': CutMixUp, 'MixChoice': lambda **kw: MixChoice([MixUp(), CutMix()], **kw)}
 WITH_ALPHA = ['MixUp', 'CutMix', 'Cutout', 'FMix', 'RICAP']
-WITH_PER_SAMPLE = ['CutMix', 'Cutout', 'FMix', 'ResizeMix', 'RICAP', 'CutMixUp', 'MixChoice']
+WITH_PER_SAMPLE = ['MixUp', 'CutMix', 'Cutout', 'FMix', 'ResizeMix', 'RICAP', 'CutMixUp', 'MixChoice']
 COMMON_BAD = [b for b in BAD if not any(k=='alpha' for k in b[0])]
 ALPHA_BAD = [b for b in BAD if any(k=='alpha' for k in b[0])]
 PER_SAMPLE_BAD = [(dict(per_sample=v), TypeError, f"per_sample must be True or False, got {type(v).__name__} {v!r}")
                   for v in ('yes', 'False', 1, 0, None, [True])]
 # arguments only some members have
 OWN_BAD = [
+    ('MixUp', dict(max_lam='no'), TypeError, "max_lam must be True or False, got str 'no'"),
     ('FMix', dict(decay_power=0), ValueError, "decay_power must be in (0, inf), got 0"),
     ('FMix', dict(decay_power='3'), TypeError, "decay_power must be a number, got str '3'"),
     ('ResizeMix', dict(scale=(.9, .1)), ValueError, "scale must have min <= max, got (0.9, 0.1); swap them"),
@@ -251,6 +253,46 @@ def test_family_flat_input(name):
     member = 'CutMix: ' if name in ('CutMixUp', 'MixChoice') else '' # a choice names itself, then the member that refused
     with pytest.raises(ValueError, match='^' + re.escape(f"{name}: {member}cannot cut input 0 of shape (4, 10)")):
         mixing_learner(MEMBERS[name](), torch.randn(4, 10), torch.zeros(4, dtype=torch.long))
+
+def _mixed_share(cb, pct, n=200):
+    "How many of `n` batches `cb` decides to mix at `pct_train`; a batch it leaves alone must be the batch itself"
+    x,y = torch.randn(8, 3, 6, 6),torch.randint(0, 3, (8,))
+    learn = mixing_learner(cb, x.clone(), y, pct_train=pct)
+    k = 0
+    for i in range(n):
+        if i: learn.xb,learn.yb = (x.clone(),),(y,); cb.before_batch()
+        if cb.idx is None: assert torch.equal(learn.xb[0], x) and torch.equal(learn.yb[0], y)
+        k += cb.idx is not None
+    return k
+
+@pytest.mark.parametrize('name', list(MEMBERS))
+def test_family_p_schedule_and_stop_pct(name):
+    "A schedule for `p` is read at each batch's `pct_train`, and `stop_pct` ends mixing, for every member"
+    set_seed(0)
+    cb = MEMBERS[name](p=SchedLin(1., 0.)) # p: 1 at the start, .5 halfway, 0 at the end
+    assert _mixed_share(cb, 0.)==200
+    assert 65 < _mixed_share(cb, .5) < 135
+    assert _mixed_share(cb, .995) <= 6 and _mixed_share(cb, 1.)==0
+    cb = MEMBERS[name](stop_pct=.5)
+    assert _mixed_share(cb, .49, n=20)==20 and _mixed_share(cb, .5, n=20)==0
+
+@pytest.mark.parametrize('per_sample', [False, True])
+def test_choice_members_keep_their_p_and_stop_pct(per_sample):
+    "A member's own `p` and `stop_pct` hold inside a `MixChoice`: the samples (or batches) it is drawn for stay as they are"
+    set_seed(0)
+    x,y = torch.randn(64, 3, 6, 6),torch.randint(0, 3, (64,))
+    for pct in (.3, .7):
+        cb = MixChoice([MixUp(p=0.), CutMix(per_sample=True, stop_pct=.5)], per_sample=per_sample)
+        changed = 0
+        for _ in range(10):
+            learn = mixing_learner(cb, x.clone(), y, pct_train=pct)
+            chose = cb.choice if per_sample else torch.full((64,), int(cb.cur is cb.mixers[1]))
+            # MixUp (p=0) never mixes; CutMix mixes before its stop_pct only: the others are wholly themselves
+            left = (chose==0) | (pct>=.5)
+            assert (cb.idx[0]==torch.arange(64)).all() and (cb.wgt[0][left]==1).all()
+            assert (learn.xb[0]==x).flatten(1).all(1)[left].all()
+            changed += int((learn.xb[0]!=x).flatten(1).any(1).sum())
+        assert (changed>0)==(pct<.5)
 
 @pytest.mark.parametrize('name', list(MEMBERS))
 def test_family_target_batch_size_differs(name):

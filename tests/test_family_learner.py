@@ -12,16 +12,13 @@ from fastcore.test import test_close as assert_close
 for _n in [n for n in dir() if n.startswith('test')]: del globals()[_n]
 
 # ---------------------------------------------------------------------------------------------------------------
-# The family
-
-# the members that cut regions, and so cut segmentation masks along with the image
-REGION = ['cutmix', 'cutmix_per_sample', 'fmix', 'fmix_per_sample', 'resizemix', 'resizemix_per_sample', 'ricap',
-          'ricap_per_sample']
-
-# ---------------------------------------------------------------------------------------------------------------
 # Helpers
 
 from helpers import quiet, mk_learner, mixers_of, MEMBERS, members
+
+# the members that take segmentation masks: all but the per-sample choices between a method that cuts masks and one
+# that weighs them whole, which refuse them (a clear error, tested below)
+MASKS = [n for n in MEMBERS if n not in ('cutmixup_per_sample', 'choice_per_sample')]
 
 def col(learn, name):
     "The value of column `name` (e.g. 'train_accuracy') in the last epoch the `Recorder` recorded"
@@ -203,14 +200,23 @@ def test_train_accuracy_by_hand(fmnist_dls, make, n_src):
     assert abs(rec_va-float(learn.validate()[1])) < 1e-6, "validation is untouched"
     assert learn.loss_func is lf and not any(isinstance(m, MixMetric) for m in learn.metrics)
 
-@pytest.mark.parametrize('make', [pytest.param(MixUp, id='mixup'), pytest.param(CutMix, id='cutmix')])
+@pytest.mark.parametrize('make', [pytest.param(MixUp, id='mixup'), pytest.param(CutMix, id='cutmix'),
+                                  pytest.param(lambda: RICAP(per_sample=True), id='ricap_per_sample'),
+                                  pytest.param(MEMBERS['choice_per_sample'], id='choice_per_sample')])
 def test_train_f1_macro_by_hand(fmnist_dls, make):
-    learn,lf,rows = _recorded_fit(fmnist_dls, make(), [accuracy, F1Score(average='macro')])
-    total,n = 0.,0
+    """F1 needs the whole epoch: each batch scores each source, weighed by its mean share and, where shares differ by
+    sample, each sample by its share (sklearn's `sample_weight`); the epoch's value is the batches' mean"""
+    mixer = make()
+    learn,lf,rows = _recorded_fit(fmnist_dls, mixer, [accuracy, F1Score(average='macro')])
+    total,n,weighed = 0.,0,0
     for pred,idx,wgt,y in rows:
         p = pred.argmax(-1).numpy()
-        total += len(y)*sum(float(w.mean())*f1_score(y[i].numpy(), p, average='macro') for i,w in zip(idx, wgt))
+        by_sample = not (wgt==wgt[:, :1]).all()
+        weighed += by_sample
+        total += len(y)*sum(float(w.mean())*f1_score(y[i].numpy(), p, average='macro', sample_weight=w.numpy() if by_sample else None)
+                            for i,w in zip(idx, wgt) if w.any())
         n += len(y)
+    assert weighed==(0 if type(mixer) is CutMix else len(rows)), "per-sample shares in every batch but CutMix's"
     got = col(learn, 'train_f1_score')
     assert abs(got-total/n) < 1e-6, (got, total/n)
     plain = np.mean([f1_score(y.numpy(), pred.argmax(-1).numpy(), average='macro') for pred,_,_,y in rows])
@@ -293,11 +299,16 @@ def test_show_fmnist_and_photos(fmnist_dls, photos, make):
     check_titles(fig, 6, labels=list(photos.vocab))
     assert mixer.learn is None and mixer.idx is None
 
-@pytest.mark.parametrize('make', members(REGION))
+@pytest.mark.parametrize('make', members(MASKS))
 def test_show_masks(photo_masks, make):
+    """Every member that takes masks draws each sample's mask over its image (as cut, or the sample's own where whole
+    masks are weighed, as MixUp's are), and names the sources by image: a mask has no short name"""
     mixer = make()
-    titles = check_titles(mixer.show(photo_masks, nrows=2, ncols=2), 4, bs=photo_masks.bs)
-    assert any(' / ' in t for t in titles)
+    fig = mixer.show(photo_masks, nrows=2, ncols=2, seed=0)
+    titles = check_titles(fig, 4, bs=photo_masks.bs)
+    assert [len(ax.images) for ax in fig.axes]==[2]*4, "each axis: the image, then its mask over it"
+    if isinstance(mixer, Cutout): assert all(t.startswith('100% image ') for t in titles), titles
+    else: assert any(' / ' in t for t in titles), titles
     assert mixer.learn is None
 
 def test_show_masks_refused_by_per_sample_choice_of_region_and_blend(photo_masks):
@@ -433,7 +444,9 @@ def test_deit_recipe_loss_by_hand(fmnist_dls, per_sample):
         learn = mixing_learner(cb, xb.clone(), yb.clone(), loss_func=LabelSmoothingCrossEntropyFlat(eps=.1), model=model)
         assert cb.idx is not None and not torch.equal(learn.xb[0], x0), "the batch was mixed"
         assert torch.equal(learn.yb[0], y), "integer class targets are left alone: the loss is mixed instead"
-        if not per_sample: seen.add(type(cb.cur).__name__)
+        if not per_sample:
+            seen.add(type(cb.cur).__name__)
+            assert (cb.wgt==cb.wgt[:, :1]).all(), "timm's batch mode: one λ for the batch, MixUp's or CutMix's"
         pred = learn.model(learn.xb[0])
         loss = learn.loss_func(pred, *learn.yb)
         p = pred.as_subclass(Tensor)
