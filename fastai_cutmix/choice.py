@@ -20,7 +20,7 @@ class MixChoice(MixHandler):
         mixers:list, # Mixers of the family to choose from; each keeps its own settings
         weights:list=None, # Relative probability of each mixer (default: equal)
         per_sample:bool=False, # Choose a mixer for each sample (True) or one for the whole batch
-        p:float|callable=1., # Probability of mixing a batch at all, in [0, 1]; or a schedule
+        p:float|Callable=1., # Probability of mixing a batch at all, in [0, 1]; or a schedule
         stop_pct:float=1., # Stop mixing once this share of training is done
     ):
         super().__init__(p=p, stop_pct=stop_pct)
@@ -107,8 +107,8 @@ class CutMixUp(MixChoice):
     "MixUp or CutMix for each batch (or sample), CutMix with probability `switch_prob`: DeiT's and timm's recipe"
     @delegates(MixChoice, but=['mixers', 'weights', 'per_sample'])
     def __init__(self,
-        mixup_alpha:float|callable=.8, # MixUp's `alpha` (DeiT: 0.8); or a schedule
-        cutmix_alpha:float|callable=1., # CutMix's `alpha` (DeiT: 1.0); or a schedule
+        mixup_alpha:float|Callable=.8, # MixUp's `alpha` (DeiT: 0.8); or a schedule
+        cutmix_alpha:float|Callable=1., # CutMix's `alpha` (DeiT: 1.0); or a schedule
         switch_prob:float=.5, # Probability of CutMix rather than MixUp (DeiT: 0.5)
         per_sample:bool=False, # Choose, and draw λ, for each sample (timm's "elem" mode), or once per batch (its "batch" mode)
         minmax:tuple=None, # CutMix's (min, max) share of each side for the box, instead of `cutmix_alpha`

@@ -50,7 +50,7 @@ class MixLoss(GetAttr):
     "The learner's loss while `mixer` trains: `mixer.lf` around the original `loss_func`"
     _default = 'loss_func'
     def __init__(self,
-        loss_func:callable, # The learner's own loss
+        loss_func:Callable, # The learner's own loss
         mixer:Callback, # The `MixHandler` whose batch is being mixed
     ): self.loss_func,self.mixer = loss_func,mixer
     def __call__(self, pred, *yb): return self.mixer.lf(self.loss_func, pred, *yb)
@@ -202,8 +202,8 @@ class MixHandler(Callback):
     spatial = False # Methods that need inputs with spatial dimensions (N×C×L, N×C×H×W, N×C×D×H×W) set this
 
     def __init__(self,
-        alpha:float|callable=.5, # Concentration of Beta(`alpha`, `alpha`) from which λ is drawn, > 0; or a schedule
-        p:float|callable=1., # Probability of mixing a batch, in [0, 1]; or a schedule
+        alpha:float|Callable=.5, # Concentration of Beta(`alpha`, `alpha`) from which λ is drawn, > 0; or a schedule
+        p:float|Callable=1., # Probability of mixing a batch, in [0, 1]; or a schedule
         stop_pct:float=1., # Stop mixing once this share of training is done (.8: plain batches for the last 20%)
     ):
         name = type(self).__name__
@@ -269,10 +269,15 @@ class MixHandler(Callback):
     def after_train(self): self._restore()
     def after_fit(self): self._restore(metrics=True)
 
-    def draw(self, x:Tensor)->tuple:
+    def draw(self,
+        x:Tensor, # The batch's first input: its size, shape and device
+    )->tuple: # (`idx`, `wgt`), both (n_sources, bs)
         "Draw this batch's randomness from the first input `x`; return (`idx`, `wgt`), both (n_sources, bs)"
         raise NotImplementedError
-    def mixes(self, t:Tensor, i:int)->bool:
+    def mixes(self,
+        t:Tensor, # One input of the batch
+        i:int, # Its position among the inputs
+    )->bool:
         "Does this method mix input number `i`? Raise if it cannot handle it"
         sz = self.learn.xb[0].shape[2:]
         if self.spatial and (t.ndim<3 or t.shape[2:]!=sz): raise ValueError(
@@ -280,7 +285,9 @@ class MixHandler(Callback):
             f"channel dimension, then the spatial size of input 0 {tuple(sz)}, as in N×C×L signals, "
             "N×C×H×W images or N×C×D×H×W volumes. For tabular or flat inputs use MixUp.")
         return True
-    def mix(self, t:Tensor)->Tensor:
+    def mix(self,
+        t:Tensor, # An input of the batch, or a target laid out like it; may be changed in place
+    )->Tensor:
         "Mix one tensor of the batch (an input, or a mask for `region` methods) as drawn"
         raise NotImplementedError
 
@@ -360,7 +367,11 @@ class MixHandler(Callback):
         if self.idx is None: return [yb]
         return [tuple(y if c else y0[i] for y,y0,c in zip(yb, self.src_yb, self.cut)) for i in self.idx]
 
-    def lf(self, loss_func, pred, *yb):
+    def lf(self,
+        loss_func:Callable, # The learner's own loss
+        pred:Tensor, # The model's predictions for the batch
+        *yb, # The batch's targets, as the loss is called with them
+    )->Tensor:
         "The loss of a mixed batch: `loss_func` per sample on each source's targets, weighted by `wgt`, then reduced"
         learn = self.learn
         # only fastai's own call for the batch this mixer mixed is mixed: its targets are the learner's `yb` themselves.
@@ -377,7 +388,9 @@ class MixHandler(Callback):
         loss = weigh([l.reshape(bs, -1) for l in ls], self.wgt).view_as(ls[0])
         return reduce_loss(loss, self.reduction)
 
-    def pairs(self, keep:Tensor)->tuple:
+    def pairs(self,
+        keep:Tensor, # (bs,) share of each sample that stays its own
+    )->tuple: # (`idx`, `wgt`), both (2, bs): the sample, then its random partner
         "`idx` and `wgt` for methods mixing each sample with one partner: the sample keeps `keep`, the partner the rest"
         bs = keep.shape[0]
         self.perm = torch.randperm(bs, device=keep.device)
@@ -398,7 +411,7 @@ def mixing_learner(
     cb:MixHandler, # The mixer to run
     xb:tuple|Tensor, # Inputs of one batch
     yb:tuple|Tensor=(), # Targets of that batch
-    loss_func:callable=None, # The learner's loss (default: `CrossEntropyLossFlat`)
+    loss_func:Callable=None, # The learner's loss (default: `CrossEntropyLossFlat`)
     model:nn.Module=None, # The model (default: `nn.Identity`)
     pct_train:float=0., # How far into training the batch is
 )->Learner: # The learner right after `before_batch`, holding the mixed batch and the mixing loss

@@ -44,7 +44,11 @@ def host_box(
         los.append(min(max(lo, 0), s)); his.append(min(max(lo+cut, 0), s))
     return los,his
 
-def box_share(lo:Tensor, hi:Tensor, size:tuple)->Tensor:
+def box_share(
+    lo:Tensor, # (n, len(size)) first index of each box
+    hi:Tensor, # (n, len(size)) one past the last index
+    size:tuple, # Spatial size of the input
+)->Tensor: # (n,) float shares
     "Share of an input of spatial `size` that each box (`lo`, `hi`) covers"
     return (hi-lo).prod(1).float().div(math.prod(size))
 
@@ -64,7 +68,11 @@ def paste_boxes(
     for i,(b,p) in enumerate(zip(boxes, patches)): t[i][b] = p
     return t
 
-def box_mask(lo:Tensor, hi:Tensor, size:tuple)->Tensor:
+def box_mask(
+    lo:Tensor, # (n, len(size)) first index of each box
+    hi:Tensor, # (n, len(size)) one past the last index
+    size:tuple, # Spatial size of the input
+)->Tensor:
     "(n, *size) boolean mask, True inside each sample's box"
     n,nd = lo.shape
     m = True
@@ -88,7 +96,7 @@ class CutMix(MixHandler):
     box_by_box = 2**14 # per_sample on the CPU: samples of at least this many elements are cut box by box
     @delegates(MixHandler)
     def __init__(self,
-        alpha:float|callable=1., # Concentration of Beta(`alpha`, `alpha`) from which λ, the share kept, is drawn, > 0; or a schedule
+        alpha:float|Callable=1., # Concentration of Beta(`alpha`, `alpha`) from which λ, the share kept, is drawn, > 0; or a schedule
         per_sample:bool=False, # A box and λ for each sample (True), or one box for the whole batch as fastai does
         minmax:tuple=None, # (min, max) share of each side for the box's sides, drawn uniformly instead of from `alpha`
         **kwargs
@@ -126,7 +134,7 @@ class Cutout(CutMix):
     region = False
     @delegates(CutMix)
     def __init__(self,
-        alpha:float|callable=1., # Concentration of Beta(`alpha`, `alpha`) from which the share kept is drawn; or a schedule
+        alpha:float|Callable=1., # Concentration of Beta(`alpha`, `alpha`) from which the share kept is drawn; or a schedule
         fill:float=0., # Value of the erased pixels (0 is the mean after fastai's `Normalize`)
         **kwargs
     ):

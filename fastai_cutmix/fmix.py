@@ -33,7 +33,7 @@ class FMix(MixHandler):
     region,spatial = True,True
     @delegates(MixHandler)
     def __init__(self,
-        alpha:float|callable=1., # Concentration of Beta(`alpha`, `alpha`) from which λ, the share kept, is drawn, > 0; or a schedule
+        alpha:float|Callable=1., # Concentration of Beta(`alpha`, `alpha`) from which λ, the share kept, is drawn, > 0; or a schedule
         decay_power:float=3., # How fast high frequencies are damped: larger gives smoother blobs, > 0
         per_sample:bool=False, # A mask and λ for each sample (True), or one for the whole batch as the paper's code does
         **kwargs

@@ -16,7 +16,7 @@ class MixUp(MixHandler):
     "MixUp (https://arxiv.org/abs/1710.09412): blend each sample and its loss with a random partner's"
     @delegates(MixHandler)
     def __init__(self,
-        alpha:float|callable=.4, # Concentration of Beta(`alpha`, `alpha`) from which λ is drawn, > 0; or a schedule
+        alpha:float|Callable=.4, # Concentration of Beta(`alpha`, `alpha`) from which λ is drawn, > 0; or a schedule
         max_lam:bool=True, # Keep the larger of λ and 1-λ for the sample itself, as fastai does; False: as drawn
         per_sample:bool=True, # A λ for each sample (True), as fastai does, or one for the whole batch, as timm's "batch" mode
         **kwargs

@@ -17,7 +17,7 @@ class RICAP(MixHandler):
     region,spatial = True,True
     @delegates(MixHandler)
     def __init__(self,
-        alpha:float|callable=.3, # Concentration of Beta(`alpha`, `alpha`) from which the boundary point's coordinates are drawn; or a schedule
+        alpha:float|Callable=.3, # Concentration of Beta(`alpha`, `alpha`) from which the boundary point's coordinates are drawn; or a schedule
         per_sample:bool=False, # A boundary point and crops for each sample (True), or one for the whole batch as the paper does
         **kwargs
     ):

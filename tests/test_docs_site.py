@@ -19,7 +19,7 @@ except ImportError: webdriver = None
 root = Path(__file__).parents[1]
 site = root/'_site'
 driver_path = '/usr/bin/chromedriver'
-pictures = ['03_cutmix.html', '04_show.html']  # pages whose notebooks draw mixed batches
+pictures = [f'{n}.html' for n in ('index', '02_mixup', '03_cutmix', '04_show', '05_choice', '06_fmix', '07_resizemix', '08_ricap')]  # pages that draw mixed batches
 wait_s = 20  # the bound on every wait: a page load, a script, a request, search results
 
 def need(ok, why):
@@ -82,7 +82,11 @@ page_js = """return {
   imgs: document.images.length,
   broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80)),
   show_docs: [...document.querySelectorAll('.jp-RenderedMarkdown h3')].filter(h => h.nextElementSibling
-    && h.nextElementSibling.matches('div.highlight') && /^(def|class) /.test(h.nextElementSibling.textContent.trim())).length,
+    && h.nextElementSibling.matches('div.highlight') && /^(def|class) /.test(h.nextElementSibling.textContent.trim()))
+    .map(h => { // the signature, and whether a table of parameters follows before the next show_doc
+      let sig = h.nextElementSibling.textContent.trim(), e = h.nextElementSibling.nextElementSibling, tbl = false;
+      for (; e && !e.matches('h1, h2, h3, hr'); e = e.nextElementSibling) tbl = tbl || e.matches('table') || !!e.querySelector('table');
+      return [h.textContent.trim(), sig, tbl] }),
   nav: [...document.querySelectorAll('.md-nav--primary > .md-nav__list > .md-nav__item > a.md-nav__link')]
     .map(a => [a.getAttribute('href'), a.textContent.trim()]),
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
@@ -158,6 +162,19 @@ def test_show_doc_on_module_pages(pages):
     api = [nb.stem + '.html' for nb in sorted((root/'nbs').glob('[!_.]*.ipynb')) if exports_api(nb)]
     assert api, 'no notebook exports a public function or class'
     assert {n: pages[n]['show_docs'] for n in api if not pages[n]['show_docs']} == {}
+
+def test_show_doc_has_parameter_tables(pages):
+    "Under every show_doc signature that takes parameters, a table of them (type, default, details), as nbdev's sites have"
+    docs = [(n, name, sig, tbl) for n,p in pages.items() for name,sig,tbl in p.get('show_docs', [])]
+    assert len(docs) > 20
+    # parameters of this library's own: a fastai `Transform` or an exception that keeps its base's `__init__` has none
+    inherited = {'enc', 'dec', 'split_idx', 'order', '*args', '**kwargs'}
+    def params(sig):
+        "The parameters' names in a signature as show_doc writes it (with docments as `# comments`)"
+        s = re.sub(r'#.*', '', sig)
+        return set(re.findall(r'(?:^|,)\s*(\*{0,2}[A-Za-z_]\w*)\s*(?=[:=,]|$)', s[s.find('(')+1:s.rfind(')')]))
+    with_params = [d for d in docs if params(d[2]) - inherited]
+    assert {(n, name) for n,name,_,tbl in with_params if not tbl} == set()
 
 def test_search_finds_ricap(base, browser):
     "Material's search, which indexes the notebook pages' text, finds RICAP and links to its page"

@@ -16,6 +16,20 @@ from nbdev.doclinks import nbglob
 from nbdev.frontmatter import FrontmatterProc
 from nbdev.process import NBProcessor
 from nbdev.serve import proc_nbs
+from includes import expand, inline_png
+from nbdev import showdoc
+from fastcore.docments import DocmentTbl, can_render, _maybe_nm
+
+class ParamTable(DocmentTbl):
+    "fastcore's table of parameters (type, default, docment), with `|` in a cell (`float|Callable`) escaped for Markdown"
+    def _row(self, nm, props): return [nm] + [_maybe_nm(props[c]).replace('|', '\\|') for c in self._columns]
+
+class TableRenderer(showdoc.BasicMarkdownRenderer):
+    "nbdev's `show_doc`, then the table of its parameters under the signature"
+    def _repr_markdown_(self):
+        tbl = str(ParamTable(self.sym)) if can_render(self.sym) else ''
+        return super()._repr_markdown_() + (f'\n\n{tbl}' if tbl else '')
+showdoc.BasicMarkdownRenderer = TableRenderer  # `show_doc` reads it when it runs, in `proc_nbs` (in this process)
 
 cfg = get_config()
 dest = cfg.config_path/'_mkdocs'
@@ -89,7 +103,8 @@ def to_mkdocs(nb, outs, pages, here):
                 c = nb['cells'][i] = md_cell(c, '\n'.join(
                     ''.join(o['data']['text/markdown']) for o in c['outputs'] if 'text/markdown' in o.get('data', {})))
             elif d.get('echo') is False: c['metadata']['tags'] = ['remove_input']  # see mkdocs.yml
-        if c['cell_type'] == 'markdown': c['source'] = links(''.join(c['source']), pages, here)
+        if c['cell_type'] == 'markdown':
+            c['source'] = links(expand(''.join(c['source']), cfg.config_path, inline_png(cfg.config_path)), pages, here)
     headings(nb['cells'])
     return nb
 
@@ -97,7 +112,7 @@ if __name__ == '__main__':
     import docs  # `parallel` pickles `run_nb` by this name: running a notebook replaces the worker's `__main__`
     nbs = Path(cfg.nbs_path)
     rels = sorted(fn.relative_to(nbs) for fn in nbglob(nbs, func=Path))
-    proc = proc_nbs(nbs, n_workers=0)
+    proc = proc_nbs(nbs, n_workers=0, force=True)  # always whole: a cached page would miss changes of the renderer
     outs = parallel(docs.run_nb, [nbs/r for r in rels], n_workers=defaults.cpus, pause=0.01)
     if fails := [(r, o) for r,o in zip(rels, outs) if isinstance(o, str)]:
         for r,err in fails: print(f'docs: {r} failed:\n{err}', file=sys.stderr)
