@@ -10,7 +10,7 @@ from fastai.basics import *
 from torch.distributions.beta import Beta
 
 # %% auto #0
-__all__ = ['reduce_loss', 'sample_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'MixHandler', 'mixing_learner']
+__all__ = ['reduce_loss', 'sample_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'MixHandler', 'mixing_learner', 'check_shares']
 
 # %% ../nbs/00_core.ipynb #c1795eb7
 def reduce_loss(
@@ -420,4 +420,27 @@ def mixing_learner(
     learn.xb,learn.yb,learn.pct_train,learn.epoch,learn.training = tuplify(xb),tuplify(yb),pct_train,0,True
     cb.before_train()
     cb.before_batch()
+    return learn
+
+# %% ../nbs/00_core.ipynb #e6af3979
+def check_shares(
+    cb:MixHandler, # A mixer that pastes regions (CutMix, FMix, ResizeMix, RICAP, or your own)
+    size:tuple, # Spatial size of the test batch: (L,), (H, W) or (D, H, W)
+    bs:int=8, # Batch size
+    c:int=2, # Channels
+)->Learner: # The learner holding the mixed batch, for more checks
+    "Mix a batch whose pixels hold their sample's number; raise unless every source's share of the pixels is its weight"
+    x = torch.arange(bs).float().view(bs, *[1]*(len(size)+1)).expand(bs, c, *size).contiguous()
+    y = torch.arange(bs).view(bs, *[1]*len(size)).expand(bs, *size).contiguous() # a mask: cut with the image
+    learn = mixing_learner(cb, x, y, loss_func=CrossEntropyLossFlat(axis=1))
+    xm = learn.xb[0].round() # resampling (ResizeMix) gives a constant image's constant only up to float rounding
+    name = type(cb).__name__
+    if not torch.allclose(cb.wgt.sum(0), torch.ones(bs)): raise AssertionError(f"{name}: weights do not add up to 1: {cb.wgt}")
+    if cb.region and not torch.equal(learn.yb[0], xm[:, 0].long()): raise AssertionError(f"{name}: the mask is not cut as the image")
+    for i in range(bs):
+        src = cb.idx[:, i]
+        for j in src.unique():
+            got,want = float((xm[i]==j).float().mean()),float(cb.wgt[src==j, i].sum())
+            if abs(got-want)>1e-6: raise AssertionError(
+                f"{name}: sample {i} has {got:.6f} of its pixels from sample {int(j)}, but that source's weight is {want:.6f}")
     return learn

@@ -12,22 +12,23 @@ from .core import _check_num, _check_bool
 __all__ = ['rand_box', 'host_box', 'box_share', 'paste_boxes', 'box_mask', 'CutMix', 'Cutout']
 
 # %% ../nbs/03_cutmix.ipynb #252a5ba3
+def _box(lam, size, minmax, u, v, floor, clip):
+    "The arithmetic of a box, the same for tensors (`rand_box`) and for Python numbers (`host_box`): `u`, `v` uniform per side"
+    los,his = [],[]
+    for s,r,q in zip(size, u, v):
+        if minmax is None: cut = floor(s*(1-lam)**(1/len(size)) + .5); lo = floor(r*s) - cut//2 # centre uniform
+        else: cut = floor(s*(minmax[0] + q*(minmax[1]-minmax[0])) + .5); lo = floor(r*(s-cut+1)) # wholly inside
+        los.append(clip(lo, s)); his.append(clip(lo+cut, s))
+    return los,his
+
 def rand_box(
     lam:Tensor, # (n,) share of each sample to keep; sets the box's size unless `minmax` is given
     size:tuple, # Spatial size of the input: (L,), (H, W) or (D, H, W)
     minmax:tuple=None, # (min, max) share of each side for the box's side, used instead of `lam`
 )->tuple: # `lo`, `hi`: (n, len(size)) first and one-past-last index of each box, on `lam`'s device
     "Random boxes, one per sample, drawn on `lam`'s device"
-    n,dev = lam.shape[0],lam.device
-    los,his = [],[]
-    for s in size:
-        if minmax is None:
-            cut = (s*(1-lam).pow(1/len(size))).round().long()
-            lo = (torch.rand(n, device=dev)*s).long() - cut//2
-        else:
-            cut = (s*torch.empty(n, device=dev).uniform_(*minmax)).round().long()
-            lo = (torch.rand(n, device=dev)*(s-cut+1)).long()
-        los.append(lo.clamp(0, s)); his.append((lo+cut).clamp(0, s))
+    u,v = torch.rand(2, len(size), lam.shape[0], device=lam.device) # uniform draws: the corner, and the side for `minmax`
+    los,his = _box(lam, size, minmax, u, v, lambda t: t.floor().long(), lambda t,s: t.clamp(0, s))
     return torch.stack(los, 1),torch.stack(his, 1)
 
 def host_box(
@@ -36,13 +37,8 @@ def host_box(
     minmax:tuple=None, # (min, max) share of each side for the box's side, used instead of `lam`
 )->tuple: # `lo`, `hi`: lists of Python ints, the box's first and one-past-last index in each dimension
     "One random box drawn as `rand_box` draws its boxes, in Python numbers (from torch's random generator)"
-    u,nd = torch.rand(2*len(size)).tolist(),len(size)
-    los,his = [],[]
-    for s,r,v in zip(size, u[:nd], u[nd:]):
-        if minmax is None: cut = round(s*(1-lam)**(1/nd)); lo = int(r*s) - cut//2
-        else: cut = round(s*(minmax[0] + v*(minmax[1]-minmax[0]))); lo = int(r*(s-cut+1))
-        los.append(min(max(lo, 0), s)); his.append(min(max(lo+cut, 0), s))
-    return los,his
+    u,v = torch.rand(2, len(size)).tolist()
+    return _box(lam, size, minmax, u, v, math.floor, lambda a,s: min(max(a, 0), s))
 
 def box_share(
     lo:Tensor, # (n, len(size)) first index of each box
@@ -56,13 +52,12 @@ def paste_boxes(
     t:Tensor, # Batch to paste into, in place: (bs, ..., *size)
     lo:list, # Per sample: the first index of its box in each spatial dimension (Python ints)
     hi:list, # Per sample: one past the last index
-    src:list=None, # Per sample: the sample whose box is pasted (None: fill with `fill`)
-    fill:float=0., # Value pasted when `src` is None
+    src:list|float, # Per sample: the sample whose box is pasted; or a number to fill every box with
 )->Tensor:
     "Paste into each sample `i` the box (`lo[i]`, `hi[i]`) of sample `src[i]`, one box at a time: each copy touches its box only"
     boxes = [(..., *map(slice, l, h)) for l,h in zip(lo, hi)]
-    if src is None:
-        for i,b in enumerate(boxes): t[i][b] = fill
+    if not isinstance(src, (list, tuple)):
+        for i,b in enumerate(boxes): t[i][b] = src
         return t
     patches = [t[j][b].clone() for j,b in zip(src, boxes)] # all read before any is written: partners are sources too
     for i,(b,p) in enumerate(zip(boxes, patches)): t[i][b] = p
@@ -121,12 +116,17 @@ class CutMix(MixHandler):
         return self.pairs(torch.full((bs,), keep, device=x.device))
 
     def mix(self, t):
-        # `index_select`: the same gather as `t[perm]`, several times faster on CPU
-        if self.per_sample:
-            if self.boxes: return paste_boxes(t, *self.boxes, self.perm.tolist())
-            return paste(t, self.mask, t.index_select(0, self.perm))
-        t[self.box] = t[self.box].index_select(0, self.perm)
-        return t
+        if not self.per_sample: t[self.box] = self.source(t[self.box]); return t
+        if self.boxes: return paste_boxes(t, *self.boxes, self.sources())
+        return paste(t, self.mask, self.source(t))
+
+    def source(self, t):
+        "What the boxes of `t` are filled from: the same places of each sample's partner"
+        return t.index_select(0, self.perm) # the gather `t[perm]` does, several times faster on CPU
+
+    def sources(self):
+        "What `paste_boxes` fills the boxes from: the partners, as Python numbers"
+        return self.perm.tolist()
 
 # %% ../nbs/03_cutmix.ipynb #a3bbb4f7
 class Cutout(CutMix):
@@ -147,9 +147,5 @@ class Cutout(CutMix):
         self.perm = None
         return torch.arange(bs, device=dev)[None],torch.ones(1, bs, device=dev)
 
-    def mix(self, t):
-        if self.per_sample:
-            if self.boxes: return paste_boxes(t, *self.boxes, fill=self.fill)
-            return paste(t, self.mask, t.new_full((), self.fill)) # a fill kernel: no host-to-device copy
-        t[self.box] = self.fill
-        return t
+    def source(self, t): return t.new_full((), self.fill) # a fill kernel: no host-to-device copy
+    def sources(self): return self.fill

@@ -344,7 +344,7 @@ def test_paste_boxes_is_the_masked_paste(n, c, size, fill, seed):
     perm = torch.randperm(n)
     src = t.new_full((), -7.) if fill else t[perm]
     want = paste(t.clone(), box_mask(lo, hi, size), src)
-    got = paste_boxes(t.clone(), lo.tolist(), hi.tolist(), None if fill else perm.tolist(), fill=-7.)
+    got = paste_boxes(t.clone(), lo.tolist(), hi.tolist(), -7. if fill else perm.tolist())
     assert torch.equal(got, want)
     m = torch.randint(0, 9, (n, *size)) # masks without a channel dimension too
     if not fill: assert torch.equal(paste_boxes(m.clone(), lo.tolist(), hi.tolist(), perm.tolist()),
