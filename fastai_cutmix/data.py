@@ -23,7 +23,9 @@ FMNIST_MIRRORS = ['http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',
                   'https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/']
 
 # %% ../nbs/01_data.ipynb #80f48d9a
-def fashion_mnist_dirs(path=None)->list:
+def fashion_mnist_dirs(
+    path:str|Path=None, # A folder given by the user, searched first
+)->list: # `path`, then `$FASHION_MNIST`, Debian's folder and fastai's data folder
     "The folders searched for Fashion-MNIST, in order"
     return [Path(o) for o in (path, os.environ.get(FMNIST_ENV)) if o] + [FMNIST_DEBIAN, fastai_path('data')/'fashion-mnist']
 
@@ -78,7 +80,9 @@ def _idx_file(d, fn):
         if o.is_file(): return o
 
 # %% ../nbs/01_data.ipynb #45d1d84b
-def read_idx(fn:str|Path)->Tensor:
+def read_idx(
+    fn:str|Path, # An IDX file, gzipped (`.gz`) or not
+)->Tensor:
     "Read an IDX file (gzipped or not) of unsigned bytes into a `uint8` tensor of its shape"
     fn = Path(fn)
     data = (gzip.open if fn.suffix=='.gz' else open)(fn, 'rb').read()
