@@ -4,7 +4,10 @@
 
 # %% ../nbs/09_cli.ipynb #bb7aedf6
 from __future__ import annotations
-import argparse, signal, sys, threading, warnings
+import argparse, math, os, signal, sys, textwrap, threading, time, warnings
+# importing fastai trips torch's deprecation of `torch.jit.script` (in `fastai.layers`): a FutureWarning on stderr at every
+# start of the command that its users can do nothing about. Only that warning is hidden, and it must be before the import
+warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 from fastai.vision.all import *
 import fastprogress
 from .mixup import MixUp
@@ -13,7 +16,7 @@ from .choice import CutMixUp
 from .fmix import FMix
 from .resizemix import ResizeMix
 from .ricap import RICAP
-from .data import fashion_mnist_dls, tiny_cnn
+from .data import fashion_mnist_dls, tiny_cnn, FMNIST_FILES, _idx_file
 from .core import MixHandler
 
 # %% auto #0
@@ -31,7 +34,10 @@ class CLIError(Exception):
 # fastai's own callbacks, by their names in `fastai.callback.mixup`: `compare` runs them as a cross-check
 PEERS = {'fastai-mixup': 'MixUp', 'fastai-cutmix': 'CutMix'}
 
-def mixer(method:str, peers:bool=False):
+def mixer(
+    method:str, # A key of `METHODS` ('cutmix', 'mixup', ..., 'none')
+    peers:bool=False, # Also accept fastai's own callbacks (`PEERS`: 'fastai-mixup', 'fastai-cutmix'), as `compare` does
+):
     "A fresh callback for `method` (a key of `METHODS`, or of `PEERS` if `peers`), or None for 'none'"
     known = [*METHODS, *(PEERS if peers else [])]
     if method not in known: raise CLIError(f"unknown method {method!r}; choose from {', '.join(known)}")
@@ -41,7 +47,9 @@ def mixer(method:str, peers:bool=False):
     return METHODS[method]() if METHODS[method] else None
 
 # %% ../nbs/09_cli.ipynb #63773dd6
-def get_arch(name:str):
+def get_arch(
+    name:str, # 'tiny', a torchvision model name ('resnet18') or a timm one
+):
     "'tiny' (the small CNN), a torchvision model name, or a timm model name (with timm installed)"
     if name=='tiny': return name
     import torchvision.models as tvm
@@ -66,6 +74,12 @@ class ParentLabel(Transform):
     "The name of the folder a file is in: its class"
     def encodes(self, o): return parent_label(o)
 
+def _unreadable(fn)->str|None:
+    "Why PIL cannot open the image file `fn`, or None when it can (only the header is read)"
+    try:
+        with Image.open(fn): return None
+    except OSError as e: return f"{type(e).__name__}: {e}" # `UnidentifiedImageError` is an `OSError`
+
 def folder_dls(
     path:str|Path, # The image folder
     size:int=128, # Images are resized (squished) to `size`×`size`
@@ -88,6 +102,10 @@ def folder_dls(
         for n in ('train', valid):
             if not any(f.parent.parent.name==n for f in files): raise CLIError(f"DATA {path/n} holds no images in class folders; expected {layout}")
     else: splitter = RandomSplitter(valid_pct, seed=seed)
+    bad = {f: why for f in files if (why := _unreadable(f))}
+    if bad: raise CLIError(f"DATA {path}: {len(bad)} file{'s'*(len(bad)>1)} cannot be read as an image: "
+                           + '; '.join(f"{f} ({why})" for f,why in list(bad.items())[:3]) + ('; ...' if len(bad)>3 else '')
+                           + ". Remove or replace them")
     classes = sorted({parent_label(f) for f in files})
     if len(classes)<2: raise CLIError(f"DATA {path} has images of {len(classes)} class ({classes}); expected {layout}, with two classes or more")
     dblock = DataBlock((TransformBlock(batch_tfms=IntToFloatTensor), CategoryBlock), get_items=_files, splitter=splitter,
@@ -101,11 +119,13 @@ def folder_dls(
 class ResizeBatch(Transform):
     "Resize a batch of images to `size`×`size` (bilinear)"
     order = 1 # after `IntToFloatTensor`, before `Normalize`
-    def __init__(self, size): self.size = size
+    def __init__(self,
+        size:int, # Side of the square images, in pixels
+    ): self.size = size
     def encodes(self, x:TensorImage): return F.interpolate(x, size=(self.size, self.size), mode='bilinear', align_corners=False)
 
 def get_dls(
-    data:str|Path=None, # An image folder, or None for Fashion-MNIST
+    data:str|Path=None, # An image folder, a folder of Fashion-MNIST's IDX files, or None for Fashion-MNIST
     size:int=None, # Image size (default: 28 for Fashion-MNIST, 128 for folders)
     bs:int=64, # Batch size
     seed:int=0, # Seed of the random validation split (folders)
@@ -113,12 +133,43 @@ def get_dls(
     n_valid:int=None, # Fashion-MNIST: the first `n_valid` test images, for validation (default: all)
 )->DataLoaders:
     "The `DataLoaders` `train` and `compare` use"
-    if data is not None: return folder_dls(data, size=ifnone(size, 128), bs=bs, seed=seed)
-    dls = fashion_mnist_dls(bs=bs, n_train=n_train, n_valid=n_valid)
+    if data is not None:
+        names = [f for fs in FMNIST_FILES.values() for f in fs]
+        missing = [f for f in names if not _idx_file(data, f)]
+        if 0 < len(missing) < len(names):
+            raise CLIError(f"DATA {data} holds part of Fashion-MNIST: {', '.join(missing)} (gzipped or not) missing")
+        if missing: # not Fashion-MNIST: an image folder
+            if (n_train or n_valid) and Path(data).is_dir():
+                raise CLIError(f"--n-train and --n-valid take the first images of Fashion-MNIST; DATA {data} is an image folder, "
+                               "which is used whole: leave them out (or make a smaller folder)")
+            return folder_dls(data, size=ifnone(size, 128), bs=bs, seed=seed)
+    try: dls = fashion_mnist_dls(bs=bs, n_train=n_train, n_valid=n_valid, path=data)
+    except FileNotFoundError as e:
+        raise CLIError(f"{e} To fastai_cutmix, that folder is DATA: `fastai_cutmix train FOLDER`.") from None
     if size and size!=28: dls.add_tfms([ResizeBatch(size)], 'after_batch')
     return dls
 
 # %% ../nbs/09_cli.ipynb #70ece181
+# `arch` -> what was said when its pretrained weights failed to load in this process: they are not tried again
+_no_weights = {}
+
+def _weights_help(arch:str, a)->str:
+    "Where the pretrained weights of `arch` (`a` from `get_arch`) come from, and how to have them without a network"
+    if isinstance(a, str): # a timm name
+        import timm
+        hub = getattr(timm.models.get_pretrained_cfg(arch), 'hf_hub_id', None) or f"timm/{arch}"
+        return (f"timm downloads them from the Hugging Face Hub ({hub}): put them in its cache (~/.cache/huggingface/hub, "
+                f"which `huggingface-cli download {hub}` fills on a machine online) and set HF_HUB_OFFLINE=1, or pass --no-pretrained")
+    import torchvision.models as tvm
+    return (f"torchvision downloads {tvm.get_model_weights(arch).DEFAULT.url} into torch's hub cache, "
+            f"{torch.hub.get_dir()}/checkpoints: copy the file there, or pass --no-pretrained")
+
+def _hub_offline():
+    "No more Hugging Face Hub downloads in this process: each would retry for most of a minute before failing"
+    os.environ['HF_HUB_OFFLINE'] = '1'
+    import huggingface_hub.constants as hc
+    hc.HF_HUB_OFFLINE = True # the client reads the variable once, when it is imported
+
 def make_learner(
     dls:DataLoaders, # The data
     arch:str='resnet18', # 'tiny', or a torchvision or timm model name
@@ -135,14 +186,24 @@ def make_learner(
         if pretrained: log("--arch tiny has no pretrained weights: training from random initialisation")
         return Learner(dls, tiny_cnn(n_in, n_out), metrics=accuracy, cbs=cbs, **kwargs)
     if pretrained is None or pretrained:
-        try: return vision_learner(dls, a, pretrained=True, n_in=n_in, metrics=accuracy, cbs=cbs, **kwargs)
-        except Exception as e:
-            log(f"Pretrained weights for {arch} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:160]}): "
-                "training from random initialisation instead. Put the weights in torch's hub cache, or pass --no-pretrained.")
+        if arch not in _no_weights:
+            try: return vision_learner(dls, a, pretrained=True, n_in=n_in, metrics=accuracy, cbs=cbs, **kwargs)
+            except Exception as e:
+                why = textwrap.shorten((str(e).splitlines() or [''])[0], 200, placeholder=' ...') # whole words
+                _no_weights[arch] = (f"Pretrained weights for {arch} could not be loaded ({type(e).__name__}: {why}): "
+                                     f"training from random initialisation instead (not trying again in this process). "
+                                     f"{_weights_help(arch, a)}.")
+                if isinstance(a, str): _hub_offline()
+        log(_no_weights[arch])
     return vision_learner(dls, a, pretrained=False, n_in=n_in, metrics=accuracy, cbs=cbs, **kwargs)
 
 # %% ../nbs/09_cli.ipynb #4e71fc74
-def save_batch_png(dls:DataLoaders, cb, fn:Path, seed:int=0):
+def save_batch_png(
+    dls:DataLoaders, # The training data
+    cb:MixHandler, # The mixer (None: the plain batch)
+    fn:Path, # The PNG to write
+    seed:int=0, # Seed for the batch and the mix
+):
     "One training batch as the model sees it, mixed by `cb` (or plain), titled with its labels"
     import matplotlib.pyplot as plt
     if cb is not None: fig = cb.show(dls, nrows=3, ncols=3, seed=seed)
@@ -153,7 +214,10 @@ def save_batch_png(dls:DataLoaders, cb, fn:Path, seed:int=0):
     fig.savefig(fn, dpi=80, bbox_inches='tight')
     plt.close(fig)
 
-def save_curves_png(learn:Learner, fn:Path):
+def save_curves_png(
+    learn:Learner, # A learner after `fit`: its `Recorder`
+    fn:Path, # The PNG to write
+):
     "Training loss per batch, validation loss and accuracy per epoch"
     import matplotlib.pyplot as plt
     rec = learn.recorder
@@ -190,8 +254,20 @@ class StopOnCtrlC(Callback):
         if self.pressed: raise KeyboardInterrupt
 
 # %% ../nbs/09_cli.ipynb #7c04f39a
+def _out_dir(out, names:dict)->dict:
+    "The paths of `names` (by kind) in the folder `out`, made if missing"
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise CLIError(f"--out {out} is a file: give a folder for the files (it is made if missing)")
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise CLIError(f"--out {out}: cannot make the folder ({e.strerror}: {e.filename})") from None
+    return {k: out/n for k,n in names.items()}
+
+def _clear(files:dict):
+    "Remove the files an earlier run left under these names, so that none of them passes for this run's"
+    for f in files.values(): f.unlink(missing_ok=True)
+
 def train(
-    data:str|Path=None, # An image folder, or None for Fashion-MNIST
+    data:str|Path=None, # An image folder, a folder of Fashion-MNIST's IDX files, or None for Fashion-MNIST
     method:str='cutmix', # Mixing method: a key of `METHODS`
     epochs:int=2, # Epochs of `fit_one_cycle`
     arch:str='resnet18', # 'tiny', or a torchvision or timm model name
@@ -207,11 +283,11 @@ def train(
 )->dict: # The files written, by kind
     "Train one model with one mixing method, and write metrics, pictures and the exported learner to `out`"
     mixer(method),get_arch(arch) # mistakes fail before any data is read
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    files = _out_dir(out, {'metrics': 'metrics.csv', 'batch': 'batch.png', 'curves': 'curves.png', 'learner': 'learner.pkl'})
     set_seed(seed, reproducible=True)
     dls = get_dls(data, size, bs, seed, n_train, n_valid)
-    files = {'metrics': out/'metrics.csv', 'batch': out/'batch.png', 'curves': out/'curves.png', 'learner': out/'learner.pkl'}
     learn = make_learner(dls, arch, method, pretrained, log=log)
+    _clear(files) # data and model are good: from here on, the files are this run's
     cb = next((c for c in learn.cbs if isinstance(c, MixHandler)), None)
     save_batch_png(dls, cb, files['batch'], seed)
     log(f"Training {arch} with {cb or 'no mixing'} on {len(dls.train_ds):,} images ({data or 'Fashion-MNIST'}), "
@@ -224,8 +300,37 @@ def train(
     return files
 
 # %% ../nbs/09_cli.ipynb #d587e332
+def _summarise(
+    df:pd.DataFrame, # One row a run: method, seed, valid_loss, accuracy, accuracy_epoch1, ...
+    files:dict, # Where to write the table ('csv', 'markdown') and the plot ('plot')
+    head:str, # First line of the Markdown table
+    title:str, # Title of the plot
+    log=print, # Where the table is printed
+):
+    "Write the table of final validation accuracy and loss per method, mean ± std over seeds, and the plot of the accuracy per epoch"
+    import matplotlib.pyplot as plt
+    g = df.groupby('method', sort=False)
+    summ = pd.DataFrame({'runs': g.size(), 'accuracy_mean': g.accuracy.mean(), 'accuracy_std': g.accuracy.std(ddof=1),
+                         'valid_loss_mean': g.valid_loss.mean(), 'valid_loss_std': g.valid_loss.std(ddof=1)}).reset_index()
+    summ.to_csv(files['csv'], index=False)
+    pm = lambda m,s: f"{m:.4f} ± {s:.4f}" if s==s else f"{m:.4f}"
+    md = (f"{head}\n\n| method | runs | validation accuracy | validation loss |\n|---|---|---|---|\n" +
+          ''.join(f"| {r.method} | {r.runs} | {pm(r.accuracy_mean, r.accuracy_std)} | {pm(r.valid_loss_mean, r.valid_loss_std)} |\n"
+                  for r in summ.itertuples()))
+    files['markdown'].write_text(md)
+    log('\n' + md)
+    cols = [c for c in df if c.startswith('accuracy_epoch')]
+    fig,ax = plt.subplots(figsize=(6, 4))
+    for m,d in g:
+        c = d[cols].to_numpy()
+        ep = np.arange(1, c.shape[1]+1)
+        ax.plot(ep, c.mean(0), 'o-', label=m)
+        if len(c)>1: ax.fill_between(ep, c.min(0), c.max(0), alpha=.2)
+    ax.set(xlabel='epoch', ylabel='validation accuracy', title=title)
+    ax.legend(); fig.tight_layout(); fig.savefig(files['plot'], dpi=80); plt.close(fig)
+
 def compare(
-    data:str|Path=None, # An image folder, or None for Fashion-MNIST
+    data:str|Path=None, # An image folder, a folder of Fashion-MNIST's IDX files, or None for Fashion-MNIST
     methods:list=('none', 'mixup', 'cutmix'), # Methods to compare: keys of `METHODS` or `PEERS`
     epochs:int=2, # Epochs of `fit_one_cycle`, the same for every run
     seeds:int=3, # Runs per method, with seeds `seed`, `seed+1`, ...
@@ -241,53 +346,43 @@ def compare(
     log=print, # Where to report
 )->dict: # The files written, by kind
     "Train every method with the same budget for `seeds` seeds; tabulate final validation accuracy and loss (mean ± std)"
-    import pandas as pd, matplotlib.pyplot as plt
     for m in methods: mixer(m, peers=True) # unknown names fail before any training
     get_arch(arch)
     if not methods: raise CLIError("no methods to compare: give --methods, e.g. none,mixup,cutmix")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    runs,said = [],set()
-    for m in methods:
-        for s in range(seed, seed+seeds):
-            set_seed(s, reproducible=True)
-            dls = get_dls(data, size, bs, s, n_train, n_valid)
-            # the pretrained-weights message once, not once per run
-            learn = make_learner(dls, arch, m, pretrained, log=lambda msg: (msg in said) or (said.add(msg), log(msg)))
-            with learn.no_bar(), learn.no_logging(), StopOnCtrlC() as stop: learn.fit_one_cycle(epochs, lr, cbs=stop)
-            accs = [float(v[2]) for v in learn.recorder.values]
-            runs.append(dict(method=m, seed=s, valid_loss=float(learn.recorder.values[-1][1]), accuracy=accs[-1], curve=accs))
-            log(f"{m:>10} seed {s}: accuracy {accs[-1]:.4f}, valid loss {runs[-1]['valid_loss']:.4f}")
-    df = pd.DataFrame(runs)
-    g = df.groupby('method', sort=False)
-    summ = pd.DataFrame({'runs': g.size(), 'accuracy_mean': g.accuracy.mean(), 'accuracy_std': g.accuracy.std(ddof=1),
-                         'valid_loss_mean': g.valid_loss.mean(), 'valid_loss_std': g.valid_loss.std(ddof=1)}).reset_index()
-    files = {'csv': out/'compare.csv', 'markdown': out/'compare.md', 'plot': out/'compare.png', 'runs': out/'runs.csv'}
-    summ.to_csv(files['csv'], index=False)
-    df.drop(columns='curve').to_csv(files['runs'], index=False)
-    pm = lambda m,s: f"{m:.4f} ± {s:.4f}" if s==s else f"{m:.4f}"
-    md = (f"{arch}, {epochs} epoch{'s'*(epochs!=1)}, {seeds} seed{'s'*(seeds!=1)} per method, data: {data or 'Fashion-MNIST'}\n\n"
-          "| method | runs | validation accuracy | validation loss |\n|---|---|---|---|\n" +
-          ''.join(f"| {r.method} | {r.runs} | {pm(r.accuracy_mean, r.accuracy_std)} | {pm(r.valid_loss_mean, r.valid_loss_std)} |\n"
-                  for r in summ.itertuples()))
-    files['markdown'].write_text(md)
-    log('\n' + md)
-    fig,ax = plt.subplots(figsize=(6, 4))
-    for m,d in df.groupby('method', sort=False):
-        c = np.array(d.curve.tolist())
-        ep = np.arange(1, c.shape[1]+1)
-        ax.plot(ep, c.mean(0), 'o-', label=m)
-        if len(c)>1: ax.fill_between(ep, c.min(0), c.max(0), alpha=.2)
-    ax.set(xlabel='epoch', ylabel='validation accuracy', title=f"{arch}: mean (and range) over {seeds} seed{'s'*(seeds!=1)}")
-    ax.legend(); fig.tight_layout(); fig.savefig(files['plot'], dpi=80); plt.close(fig)
+    files = _out_dir(out, {'csv': 'compare.csv', 'markdown': 'compare.md', 'plot': 'compare.png', 'runs': 'runs.csv'})
+    runs,said,n = [],set(),len(methods)*seeds
+    # one Ctrl-C handler for the whole comparison: a key press between two fits (while the next run's data loads, say)
+    # is not lost in a DataLoader worker's fork, but stops the next fit at its first batch
+    try:
+        with StopOnCtrlC() as stop:
+            for m in methods:
+                for s in range(seed, seed+seeds):
+                    set_seed(s, reproducible=True)
+                    dls = get_dls(data, size, bs, s, n_train, n_valid)
+                    # the pretrained-weights message once, not once per run
+                    learn = make_learner(dls, arch, m, pretrained, log=lambda msg: (msg in said) or (said.add(msg), log(msg)))
+                    if not runs: _clear(files) # the first run's data and model are good: from here on, the files are this comparison's
+                    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, cbs=stop)
+                    vals = learn.recorder.values
+                    runs.append(dict(method=m, seed=s, valid_loss=float(vals[-1][1]), accuracy=float(vals[-1][2]),
+                                     **{f"accuracy_epoch{i}": float(v[2]) for i,v in enumerate(vals, 1)}))
+                    pd.DataFrame(runs[-1:]).to_csv(files['runs'], mode='a', header=len(runs)==1, index=False)
+                    log(f"{m:>10} seed {s}: accuracy {runs[-1]['accuracy']:.4f}, valid loss {runs[-1]['valid_loss']:.4f}")
+    finally: # also after Ctrl-C (or a crash): the table and plot of the runs that finished
+        if runs:
+            head = (f"{arch}, {epochs} epoch{'s'*(epochs!=1)}, {seeds} seed{'s'*(seeds!=1)} per method, data: {data or 'Fashion-MNIST'}"
+                    + (f"; stopped after {len(runs)} of the {n} runs" if len(runs)<n else ''))
+            _summarise(pd.DataFrame(runs), files, head, f"{arch}: mean (and range) over {seeds} seed{'s'*(seeds!=1)}", log)
     return files
 
 # %% ../nbs/09_cli.ipynb #15b5718e
-def _num(kind, lo=None, lo_open=False, name=''):
-    "An argparse type: a number of `kind`, above `lo`, with an error that says what was expected"
+def _num(kind, lo=None, lo_open=False):
+    "An argparse type: a finite number of `kind`, at least `lo` (above it if `lo_open`), with an error that says what was expected"
     def f(s):
         try: v = kind(s)
         except ValueError: raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {s!r}")
-        if lo is not None and (v<=lo if lo_open else v<lo) or v!=v:
+        if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+        if lo is not None and (v<=lo if lo_open else v<lo):
             raise argparse.ArgumentTypeError(f"expected a number {'>' if lo_open else '>='} {lo}, got {s!r}")
         return v
     f.__name__ = kind.__name__
@@ -300,7 +395,8 @@ def parser()->argparse.ArgumentParser:
     sub = p.add_subparsers(dest='cmd', required=True, metavar='{train,compare}')
     def common(q):
         q.add_argument('data', nargs='?', metavar='DATA', help="image folder: one sub-folder per class (20%% held out "
-                       "for validation), or train/ and valid/ sub-folders; default: Fashion-MNIST")
+                       "for validation), or train/ and valid/ sub-folders; or a folder of Fashion-MNIST's IDX files; "
+                       "default: Fashion-MNIST, found or downloaded")
         q.add_argument('--epochs', type=_num(int, 1), default=2, help='epochs of fit_one_cycle (default: 2)')
         q.add_argument('--arch', default='resnet18', help="'tiny' (a small CNN), or a torchvision or timm model name (default: resnet18)")
         q.add_argument('--size', type=_num(int, 8), default=None, help='image size (default: 28 for Fashion-MNIST, 128 for folders)')
@@ -309,8 +405,8 @@ def parser()->argparse.ArgumentParser:
         q.add_argument('--seed', type=_num(int, 0), default=42, help='random seed (default: 42)')
         q.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=None,
                        help='pretrained weights, when they can be had (default: yes for named architectures)')
-        q.add_argument('--n-train', type=_num(int, 1), default=None, help='Fashion-MNIST: training images, of 60,000 (default: all)')
-        q.add_argument('--n-valid', type=_num(int, 1), default=None, help='Fashion-MNIST: validation images, of the 10,000 test images (default: all)')
+        q.add_argument('--n-train', type=_num(int, 1), default=None, help='Fashion-MNIST only: the first N of its 60,000 training images (default: all)')
+        q.add_argument('--n-valid', type=_num(int, 1), default=None, help='Fashion-MNIST only: the first N of its 10,000 test images, to validate on (default: all)')
     t = sub.add_parser('train', help='train one model with one mixing method; write metrics, pictures and the learner',
                        description=train.__doc__)
     common(t)
@@ -325,9 +421,20 @@ def parser()->argparse.ArgumentParser:
     return p
 
 # %% ../nbs/09_cli.ipynb #754fa1d7
-def main(argv:list=None):
+def _kept(cmd:str, out:Path, since:float)->str:
+    "What an interrupted `cmd` left in `out`, counted from the rows of the file it writes as it goes (if written `since` it started)"
+    fn = out/('metrics.csv' if cmd=='train' else 'runs.csv')
+    n = max(len(fn.read_text().splitlines())-1, 0) if fn.is_file() and fn.stat().st_mtime>=since else 0 # not an earlier run's
+    if not n: return f"No {'epoch' if cmd=='train' else 'run'} had finished."
+    if cmd=='train': return f"{out} keeps what was done: {fn} has the {n} finished epoch{'s'*(n>1)}."
+    return (f"{out} keeps the {n} finished run{'s'*(n>1)}: each in {fn}, and their table and plot in compare.csv, "
+            "compare.md and compare.png.")
+
+def main(
+    argv:list=None, # The arguments, as on the command line (default: `sys.argv[1:]`)
+):
     "Entry point of the `fastai_cutmix` command"
-    p = parser()
+    p,t0 = parser(),time.time()
     a = p.parse_args(argv)
     warnings.filterwarnings('ignore')
     if not sys.stdout.isatty(): # in a log: the metrics table, not a progress bar redrawn on every batch
@@ -338,11 +445,7 @@ def main(argv:list=None):
     try:
         if a.cmd=='train': files = train(method=a.method, **kw)
         else: files = compare(methods=[m.strip() for m in a.methods.split(',') if m.strip()], seeds=a.seeds, **kw)
-    except CLIError as e: p.exit(2, f"fastai_cutmix {a.cmd}: error: {e}\n")
-    except FileNotFoundError as e: p.exit(2, f"fastai_cutmix {a.cmd}: error: {e}\n")
-    except KeyboardInterrupt:
-        done = Path(a.out)/'metrics.csv'
-        n = max(len(done.read_text().splitlines())-1, 0) if done.exists() else 0
-        p.exit(130, f"\nInterrupted. {a.out} keeps what was done" + (f": {done} has the {n} finished epoch(s)." if a.cmd=='train' else ".") + "\n")
+    except (CLIError, FileNotFoundError) as e: p.exit(2, f"fastai_cutmix {a.cmd}: error: {e}\n")
+    except KeyboardInterrupt: p.exit(130, f"\nInterrupted. {_kept(a.cmd, Path(a.out), t0)}\n")
     print("\nFiles:")
     for k,f in files.items(): print(f"  {k:>8}: {f}")

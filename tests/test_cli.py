@@ -1,10 +1,13 @@
-"The `fastai_cutmix` command, run as users run it (the installed console script, in a subprocess), and where the data comes from."
-import os, signal, subprocess, sys, time, functools, http.server, threading
+"""The `fastai_cutmix` command, run as users run it (the installed console script, in a subprocess; for input refused before
+any work, its `main` in this process), and where the data comes from."""
+import gzip, os, re, signal, subprocess, sys, time, functools, http.server, threading
 from pathlib import Path
-import numpy as np, pandas as pd, pytest
+import fastprogress, numpy as np, pandas as pd, pytest, torch, torchvision.models as tvm
 from PIL import Image
 import fastai_cutmix.data as data
-from fastai_cutmix.data import find_fashion_mnist, download_fashion_mnist, fashion_mnist, FMNIST_FILES, FMNIST_ENV
+import fastai_cutmix.cli as cli
+from fastai.learner import Learner
+from fastai_cutmix.data import find_fashion_mnist, download_fashion_mnist, fashion_mnist, FMNIST_FILES, FMNIST_ENV, tiny_cnn
 
 EXE = str(Path(sys.executable).parent/'fastai_cutmix')
 SMALL = ['--arch', 'tiny', '--bs', '32', '--n-train', '256', '--n-valid', '64']
@@ -14,6 +17,35 @@ def run(*args, timeout=240):
     "Run the command; return (exit status, stdout+stderr)"
     r = subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
     return r.returncode, r.stdout + r.stderr
+
+def run_here(monkeypatch, capsys, *args):
+    """Run the command's `main` in this process; return (exit status, stdout+stderr). For input refused before any training:
+    the console script adds only its ~10 s of imports. Anything but `SystemExit` escaping would be the traceback a user sees"""
+    fp = fastprogress.fastprogress # `main` turns the progress bar off when not on a terminal: put it back after the test
+    monkeypatch.setattr(fp, 'NO_BAR', fp.NO_BAR); monkeypatch.setattr(fp.ConsoleProgressBar, 'fill', fp.ConsoleProgressBar.fill)
+    try: cli.main(list(map(str, args))); rc = 0
+    except SystemExit as e: rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+def interrupt(args, ready, timeout=120):
+    "Run the command and press Ctrl-C (SIGINT) once `ready(output so far)`; return (exit status, output)"
+    p = subprocess.Popen([EXE, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=dict(ENV, PYTHONUNBUFFERED='1'))
+    lines = []
+    def read():
+        for l in p.stdout: lines.append(l)
+    reader = threading.Thread(target=read, daemon=True); reader.start()
+    try:
+        t0 = time.time()
+        while not ready(''.join(lines)):
+            if p.poll() is not None or time.time()-t0 > timeout: pytest.fail(f"not ready to interrupt:\n{''.join(lines)}")
+            time.sleep(.1)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60); reader.join(10)
+    finally:
+        if p.poll() is None: p.kill()
+    return p.returncode, ''.join(lines)
 
 def shapes_folder(path, n=24, size=32, layout='classes'):
     "A few dozen PNGs of squares and discs: one folder per class, or train/ and valid/ of those"
@@ -82,6 +114,27 @@ def test_compare(tmp_path):
     assert '| method | runs | validation accuracy | validation loss |' in md and ' ± ' in md and md.strip() in text.replace('\r', '')
     assert Image.open(out/'compare.png').size[0] > 100
 
+def test_compare_image_folder(tmp_path):
+    "compare on a folder of images: the table printed, and the CSV, Markdown, per-run CSV and plot it wrote"
+    folder,out = shapes_folder(tmp_path/'shapes', layout='split'),tmp_path/'cmp'
+    rc,text = run('compare', folder, '--arch', 'tiny', '--size', '32', '--bs', '8', '--epochs', '2', '--methods', 'none,cutmix',
+                  '--seeds', '2', '--out', out)
+    assert rc==0, text
+    for f in ('compare.csv', 'compare.md', 'compare.png', 'runs.csv'): assert f"{out/f}" in text, f
+    runs,summ = pd.read_csv(out/'runs.csv'),pd.read_csv(out/'compare.csv')
+    assert runs[['method', 'seed']].values.tolist()==[['none', 42], ['none', 43], ['cutmix', 42], ['cutmix', 43]]
+    assert (runs.accuracy==runs.accuracy_epoch2).all() and runs.filter(like='accuracy').stack().between(0, 1).all()
+    assert summ.method.tolist()==['none', 'cutmix'] and (summ.runs==2).all()
+    for m in ('none', 'cutmix'):
+        r,t = runs[runs.method==m],summ[summ.method==m].iloc[0]
+        assert abs(t.accuracy_mean-r.accuracy.mean()) < 1e-9 and abs(t.valid_loss_std-r.valid_loss.std(ddof=1)) < 1e-9
+    md = (out/'compare.md').read_text()
+    assert md.startswith(f"tiny, 2 epochs, 2 seeds per method, data: {folder}\n") and 'stopped' not in md
+    rows = [l for l in md.splitlines() if l.startswith('| none') or l.startswith('| cutmix')]
+    assert len(rows)==2 and all(l.count(' ± ')==2 for l in rows)
+    assert md.strip() in text.replace('\r', '') # the table printed is the table written
+    assert Image.open(out/'compare.png').size[0] > 100
+
 @pytest.mark.parametrize('args,msg', [
     (['train', '/no/such/folder'], "does not exist"),
     (['train', '--method', 'cutmx'], "invalid choice: 'cutmx'"),
@@ -99,6 +152,76 @@ def test_bad_input(args, msg):
     assert rc==2 and msg in text, (rc, text)
     assert 'Traceback' not in text
 
+@pytest.mark.parametrize('lr', ['inf', '-inf', 'nan', '1e999'])
+def test_non_finite_numbers(lr, tmp_path, monkeypatch, capsys):
+    "Refused like any other bad number (tiny sizes: were it accepted, the run would be short)"
+    rc,text = run_here(monkeypatch, capsys, 'compare', *SMALL, '--epochs', '1', '--methods', 'none', '--seeds', '1',
+                       f'--lr={lr}', '--out', tmp_path) # '=': a value starting with '-' is not an option
+    assert rc==2 and f"argument --lr: expected a finite number, got '{lr}'" in text, text
+
+def test_out_is_a_file(tmp_path, monkeypatch, capsys):
+    f = tmp_path/'notes.txt'; f.write_text('mine')
+    rc,text = run_here(monkeypatch, capsys, 'train', *SMALL, '--out', f)
+    assert rc==2 and f"--out {f} is a file" in text, text
+    assert f.read_text()=='mine'
+
+def test_corrupt_image(tmp_path, monkeypatch, capsys):
+    "A file in the folder that is not the image its name says: named before training (not in a DataLoader worker's traceback)"
+    folder = shapes_folder(tmp_path/'shapes')
+    (folder/'disc'/'broken.png').write_bytes(b'<html>a web page saved under the wrong name</html>')
+    rc,text = run_here(monkeypatch, capsys, 'train', folder, '--arch', 'tiny', '--size', '32', '--bs', '8', '--epochs', '1', '--out', tmp_path/'run')
+    assert rc==2 and f"{folder/'disc'/'broken.png'} (UnidentifiedImageError" in text, text
+    assert not (tmp_path/'run'/'metrics.csv').exists()
+
+def test_n_train_with_image_folder(tmp_path, monkeypatch, capsys):
+    "--n-train/--n-valid take the first images of Fashion-MNIST: given with an image folder, refused, not ignored"
+    rc,text = run_here(monkeypatch, capsys, 'train', shapes_folder(tmp_path/'shapes'), '--arch', 'tiny', '--size', '32', '--epochs', '1',
+                       '--n-valid', '5', '--out', tmp_path/'run')
+    assert rc==2 and "--n-train and --n-valid take the first images of Fashion-MNIST" in text, text
+
+def test_help_is_quiet():
+    "`--help` (like any run) prints nothing on stderr: no warning from the libraries fastai imports"
+    env = {k: v for k,v in ENV.items() if k!='PYTHONWARNINGS'} # warnings shown, as a user's shell shows them
+    r = subprocess.run([EXE, '--help'], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode==0 and 'usage: fastai_cutmix' in r.stdout, r.stderr
+    assert 'Warning' not in r.stderr, r.stderr
+
+def fail_pretrained(monkeypatch, msg="no network"):
+    "`cli.vision_learner` failing for pretrained weights, as offline; the architectures it was asked weights for"
+    tries = []
+    def vision_learner(dls, arch, pretrained=True, n_in=3, **kwargs):
+        if pretrained:
+            tries.append(arch)
+            raise OSError(msg)
+        return Learner(dls, tiny_cnn(n_in, dls.c), **kwargs) # the weights are the point, not the model: a small one is quick
+    monkeypatch.setattr(cli, 'vision_learner', vision_learner)
+    monkeypatch.setattr(cli, '_no_weights', {}, raising=False) # forget earlier failures in this process
+    return tries
+
+def test_pretrained_failure_not_retried(tmp_path, monkeypatch):
+    "Weights that failed to load are not asked for again in the process: a compare over two seeds tries once, and says so once"
+    tries = fail_pretrained(monkeypatch, ' '.join(['unreachable']*40)) # long: the message keeps whole words
+    said = []
+    cli.compare(methods=['none'], seeds=2, epochs=1, arch='resnet18', bs=32, n_train=64, n_valid=32, out=tmp_path, log=said.append)
+    assert len(tries)==1 and len(pd.read_csv(tmp_path/'runs.csv'))==2
+    msg, = [m for m in said if 'could not be loaded' in m]
+    assert set(re.findall(r'\bunr\w*', msg))=={'unreachable'}, msg
+    assert f"{torch.hub.get_dir()}/checkpoints" in msg and tvm.get_model_weights('resnet18').DEFAULT.url in msg, msg
+    again = []
+    cli.make_learner(cli.get_dls(n_train=64, n_valid=32), 'resnet18', 'none', log=again.append) # as `train` would
+    assert len(tries)==1 and again==[msg]
+
+def test_timm_failure_goes_offline(fmnist_dls, monkeypatch):
+    "After timm's weights failed to load, the process asks the Hugging Face Hub no more (offline, each ask retries for ~50 s)"
+    pytest.importorskip('timm')
+    import huggingface_hub.constants as hc
+    monkeypatch.setenv('HF_HUB_OFFLINE', '0') # restored after the test
+    monkeypatch.setattr(hc, 'HF_HUB_OFFLINE', False)
+    tries,said = fail_pretrained(monkeypatch),[]
+    cli.make_learner(fmnist_dls, 'resnet10t', 'none', log=said.append)
+    assert tries==['resnet10t'] and os.environ['HF_HUB_OFFLINE']=='1' and hc.HF_HUB_OFFLINE
+    assert 'Hugging Face' in said[0] and 'HF_HUB_OFFLINE=1' in said[0] and 'timm/resnet10t' in said[0], said
+
 def test_empty_and_one_class_folders(tmp_path):
     (tmp_path/'empty').mkdir()
     rc,text = run('train', tmp_path/'empty', '--arch', 'tiny')
@@ -111,22 +234,35 @@ def test_empty_and_one_class_folders(tmp_path):
 def test_ctrl_c_keeps_finished_epochs(tmp_path):
     "SIGINT after the first epoch: exit status 130, the finished epochs' rows stay in metrics.csv"
     out = tmp_path/'run'
-    p = subprocess.Popen([EXE, 'train', *SMALL, '--n-train', '1024', '--epochs', '100', '--out', str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    try:
-        t0 = time.time()
-        while time.time()-t0 < 120:
-            if (out/'metrics.csv').exists() and len((out/'metrics.csv').read_text().splitlines()) >= 2: break
-            time.sleep(.2)
-        else: pytest.fail("no epoch finished within 120 s")
-        p.send_signal(signal.SIGINT)
-        text,_ = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None: p.kill()
-    assert p.returncode==130, text
+    metrics = out/'metrics.csv'
+    rc,text = interrupt(['train', *SMALL, '--n-train', '1024', '--epochs', '100', '--out', out],
+                        lambda _: metrics.exists() and len(metrics.read_text().splitlines()) >= 2)
+    assert rc==130, text
     assert 'Interrupted' in text and 'Traceback' not in text, text
-    rows = pd.read_csv(out/'metrics.csv')
+    rows = pd.read_csv(metrics)
     assert 1 <= len(rows) < 100 and rows.epoch.tolist()==list(range(len(rows)))
+    assert f"has the {len(rows)} finished epoch" in text, text
+
+def test_ctrl_c_keeps_finished_runs(tmp_path):
+    "SIGINT once compare printed its first run: exit status 130; runs.csv, the table, the Markdown and the plot hold that run"
+    out = tmp_path/'cmp'
+    rc,text = interrupt(['compare', *SMALL, '--n-train', '512', '--epochs', '2', '--methods', 'none,cutmix', '--seeds', '1', '--out', out],
+                        lambda text: ' seed 42: accuracy' in text)
+    assert rc==130, text
+    assert 'Traceback' not in text, text
+    done = re.findall(r'(\S+) seed (\d+): accuracy ([\d.]+), valid loss ([\d.]+)', text)
+    assert [d[:2] for d in done]==[('none', '42')], text # the second run was cut short
+    assert f"Interrupted. {out} keeps the 1 finished run:" in text, text
+    runs = pd.read_csv(out/'runs.csv')
+    assert list(runs.columns)==['method', 'seed', 'valid_loss', 'accuracy', 'accuracy_epoch1', 'accuracy_epoch2']
+    assert runs[['method', 'seed']].values.tolist()==[['none', 42]] and (runs.accuracy==runs.accuracy_epoch2).all()
+    assert f"{runs.accuracy[0]:.4f}"==done[0][2] and f"{runs.valid_loss[0]:.4f}"==done[0][3]
+    summ = pd.read_csv(out/'compare.csv')
+    assert summ.method.tolist()==['none'] and summ.runs.tolist()==[1] and abs(summ.accuracy_mean[0]-runs.accuracy[0]) < 1e-9
+    md = (out/'compare.md').read_text()
+    assert 'stopped after 1 of the 2 runs' in md and '| none | 1 |' in md and '| cutmix' not in md
+    assert md.strip() in text.replace('\r', '')
+    assert Image.open(out/'compare.png').size[0] > 100
 
 # ---------------------------------------------------------------- where Fashion-MNIST comes from
 
@@ -136,6 +272,32 @@ def fill(d, src):
     for fs in FMNIST_FILES.values():
         for f in fs: (d/f).write_bytes((src/f).read_bytes())
     return d
+
+@pytest.mark.parametrize('where', ['debian', 'unzipped'])
+def test_fashion_mnist_folder_as_data(tmp_path, where):
+    "DATA may be a folder of the IDX files: Debian's, or one with them gunzipped; --n-train and --n-valid apply"
+    if where=='debian':
+        folder = data.FMNIST_DEBIAN
+        if not folder.is_dir(): pytest.skip(f"no {folder} (apt-get install dataset-fashion-mnist)")
+    else:
+        real,folder = find_fashion_mnist(download=False),tmp_path/'fm'
+        folder.mkdir()
+        for f in (f for fs in FMNIST_FILES.values() for f in fs):
+            src = data._idx_file(real, f)
+            (folder/f.removesuffix('.gz')).write_bytes(gzip.decompress(src.read_bytes()) if src.suffix=='.gz' else src.read_bytes())
+    rc,text = run('train', folder, '--arch', 'tiny', '--bs', '32', '--n-train', '96', '--n-valid', '48', '--epochs', '1', '--out', tmp_path/'run')
+    assert rc==0, text
+    assert f"on 96 images ({folder}), validating on 48" in text, text
+    check_train_files(tmp_path/'run', text, 1)
+
+def test_not_found_says_how_to_pass_it(tmp_path, monkeypatch):
+    "Fashion-MNIST nowhere and no download: the error names $FASHION_MNIST and DATA"
+    monkeypatch.setattr(data, 'FMNIST_DEBIAN', tmp_path/'nothing')
+    monkeypatch.setattr(data, 'fastai_path', lambda k: tmp_path/'fastai')
+    monkeypatch.setattr(data, 'FMNIST_MIRRORS', ['http://127.0.0.1:9/']) # nothing listens there
+    monkeypatch.delenv(FMNIST_ENV, raising=False)
+    with pytest.raises(cli.CLIError) as e: cli.get_dls(n_train=64)
+    for s in ('Fashion-MNIST not found', '$FASHION_MNIST', 'that folder is DATA', 'fastai_cutmix train FOLDER'): assert s in str(e.value)
 
 def test_search_order(tmp_path, monkeypatch):
     "A path given beats $FASHION_MNIST, which beats the Debian folder, which beats fastai's data folder"

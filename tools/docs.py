@@ -113,7 +113,8 @@ if __name__ == '__main__':
     nbs = Path(cfg.nbs_path)
     rels = sorted(fn.relative_to(nbs) for fn in nbglob(nbs, func=Path))
     proc = proc_nbs(nbs, n_workers=0, force=True)  # always whole: a cached page would miss changes of the renderer
-    outs = parallel(docs.run_nb, [nbs/r for r in rels], n_workers=defaults.cpus, pause=0.01)
+    # fresh interpreters: a fork of this process, which has run the notebooks' exported cells (threads and all), can hang
+    outs = parallel(docs.run_nb, [nbs/r for r in rels], n_workers=defaults.cpus, pause=0.01, method='spawn')
     if fails := [(r, o) for r,o in zip(rels, outs) if isinstance(o, str)]:
         for r,err in fails: print(f'docs: {r} failed:\n{err}', file=sys.stderr)
         sys.exit(1)
