@@ -16,6 +16,7 @@ from .fmix import *
 from .resizemix import *
 from .ricap import *
 from .data import *
+from .command import *
 from .cli import *
 # a star import of this module gives every public name above (nbdev writes an empty `__all__` otherwise)
 __all__ = [k for k in dir() if not k.startswith('_')]

@@ -10,41 +10,29 @@ import argparse, math, os, signal, sys, textwrap, threading, time, warnings
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 from fastai.vision.all import *
 import fastprogress
-from .mixup import MixUp
-from .cutmix import CutMix, Cutout
-from .choice import CutMixUp
-from .fmix import FMix
-from .resizemix import ResizeMix
-from .ricap import RICAP
+import importlib
+from .command import *
+from .command import _known
 from .data import fashion_mnist_dls, tiny_cnn, FMNIST_FILES, _idx_file
 from .core import MixHandler
 
 # %% auto #0
-__all__ = ['METHODS', 'PEERS', 'CLIError', 'mixer', 'get_arch', 'OpenImage', 'ParentLabel', 'folder_dls', 'ResizeBatch',
-           'get_dls', 'make_learner', 'save_batch_png', 'save_curves_png', 'StopOnCtrlC', 'train', 'compare', 'parser',
-           'main']
+__all__ = ['mixer', 'get_arch', 'OpenImage', 'ParentLabel', 'folder_dls', 'ResizeBatch', 'get_dls', 'make_learner',
+           'save_batch_png', 'save_curves_png', 'StopOnCtrlC', 'train', 'compare']
 
 # %% ../nbs/09_cli.ipynb #60ad945c
-METHODS = {'none': None, 'mixup': MixUp, 'cutmix': CutMix, 'cutmixup': CutMixUp, 'fmix': FMix, 'resizemix': ResizeMix,
-           'ricap': RICAP, 'cutout': Cutout}
-
-class CLIError(Exception):
-    "A mistake in the command line or its data: printed as one line, exit status 2"
-
-# fastai's own callbacks, by their names in `fastai.callback.mixup`: `compare` runs them as a cross-check
-PEERS = {'fastai-mixup': 'MixUp', 'fastai-cutmix': 'CutMix'}
-
 def mixer(
     method:str, # A key of `METHODS` ('cutmix', 'mixup', ..., 'none')
     peers:bool=False, # Also accept fastai's own callbacks (`PEERS`: 'fastai-mixup', 'fastai-cutmix'), as `compare` does
 ):
     "A fresh callback for `method` (a key of `METHODS`, or of `PEERS` if `peers`), or None for 'none'"
-    known = [*METHODS, *(PEERS if peers else [])]
-    if method not in known: raise CLIError(f"unknown method {method!r}; choose from {', '.join(known)}")
+    _known(method, peers)
     if method in PEERS:
         import fastai.callback.mixup as fm
         return getattr(fm, PEERS[method])()
-    return METHODS[method]() if METHODS[method] else None
+    if METHODS[method] is None: return None
+    mod,name = METHODS[method].split('.')
+    return getattr(importlib.import_module(f'fastai_cutmix.{mod}'), name)()
 
 # %% ../nbs/09_cli.ipynb #63773dd6
 def get_arch(
@@ -374,78 +362,3 @@ def compare(
                     + (f"; stopped after {len(runs)} of the {n} runs" if len(runs)<n else ''))
             _summarise(pd.DataFrame(runs), files, head, f"{arch}: mean (and range) over {seeds} seed{'s'*(seeds!=1)}", log)
     return files
-
-# %% ../nbs/09_cli.ipynb #15b5718e
-def _num(kind, lo=None, lo_open=False):
-    "An argparse type: a finite number of `kind`, at least `lo` (above it if `lo_open`), with an error that says what was expected"
-    def f(s):
-        try: v = kind(s)
-        except ValueError: raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {s!r}")
-        if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
-        if lo is not None and (v<=lo if lo_open else v<lo):
-            raise argparse.ArgumentTypeError(f"expected a number {'>' if lo_open else '>='} {lo}, got {s!r}")
-        return v
-    f.__name__ = kind.__name__
-    return f
-
-def parser()->argparse.ArgumentParser:
-    "The `fastai_cutmix` command's argument parser"
-    p = argparse.ArgumentParser(prog='fastai_cutmix', description="Train fastai models with CutMix, MixUp and their family, "
-        "and compare the methods on your data. Without DATA, Fashion-MNIST is used.")
-    sub = p.add_subparsers(dest='cmd', required=True, metavar='{train,compare}')
-    def common(q):
-        q.add_argument('data', nargs='?', metavar='DATA', help="image folder: one sub-folder per class (20%% held out "
-                       "for validation), or train/ and valid/ sub-folders; or a folder of Fashion-MNIST's IDX files; "
-                       "default: Fashion-MNIST, found or downloaded")
-        q.add_argument('--epochs', type=_num(int, 1), default=2, help='epochs of fit_one_cycle (default: 2)')
-        q.add_argument('--arch', default='resnet18', help="'tiny' (a small CNN), or a torchvision or timm model name (default: resnet18)")
-        q.add_argument('--size', type=_num(int, 8), default=None, help='image size (default: 28 for Fashion-MNIST, 128 for folders)')
-        q.add_argument('--bs', type=_num(int, 1), default=64, help='batch size (default: 64)')
-        q.add_argument('--lr', type=_num(float, 0, True), default=3e-3, help='maximum learning rate of fit_one_cycle (default: 3e-3)')
-        q.add_argument('--seed', type=_num(int, 0), default=42, help='random seed (default: 42)')
-        q.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=None,
-                       help='pretrained weights, when they can be had (default: yes for named architectures)')
-        q.add_argument('--n-train', type=_num(int, 1), default=None, help='Fashion-MNIST only: the first N of its 60,000 training images (default: all)')
-        q.add_argument('--n-valid', type=_num(int, 1), default=None, help='Fashion-MNIST only: the first N of its 10,000 test images, to validate on (default: all)')
-    t = sub.add_parser('train', help='train one model with one mixing method; write metrics, pictures and the learner',
-                       description=train.__doc__)
-    common(t)
-    t.add_argument('--method', choices=list(METHODS), default='cutmix', help='mixing method (default: cutmix)')
-    t.add_argument('--out', default='runs/train', help='folder for the files (default: runs/train)')
-    c = sub.add_parser('compare', help='train each method with the same budget over several seeds; tabulate the results',
-                       description=compare.__doc__)
-    common(c)
-    c.add_argument('--methods', default='none,mixup,cutmix', help=f"comma-separated methods, of: {', '.join(METHODS)}; and, as a cross-check, fastai's own: {', '.join(PEERS)} (default: none,mixup,cutmix)")
-    c.add_argument('--seeds', type=_num(int, 1), default=3, help='runs per method (default: 3)')
-    c.add_argument('--out', default='runs/compare', help='folder for the files (default: runs/compare)')
-    return p
-
-# %% ../nbs/09_cli.ipynb #754fa1d7
-def _kept(cmd:str, out:Path, since:float)->str:
-    "What an interrupted `cmd` left in `out`, counted from the rows of the file it writes as it goes (if written `since` it started)"
-    fn = out/('metrics.csv' if cmd=='train' else 'runs.csv')
-    n = max(len(fn.read_text().splitlines())-1, 0) if fn.is_file() and fn.stat().st_mtime>=since else 0 # not an earlier run's
-    if not n: return f"No {'epoch' if cmd=='train' else 'run'} had finished."
-    if cmd=='train': return f"{out} keeps what was done: {fn} has the {n} finished epoch{'s'*(n>1)}."
-    return (f"{out} keeps the {n} finished run{'s'*(n>1)}: each in {fn}, and their table and plot in compare.csv, "
-            "compare.md and compare.png.")
-
-def main(
-    argv:list=None, # The arguments, as on the command line (default: `sys.argv[1:]`)
-):
-    "Entry point of the `fastai_cutmix` command"
-    p,t0 = parser(),time.time()
-    a = p.parse_args(argv)
-    warnings.filterwarnings('ignore')
-    if not sys.stdout.isatty(): # in a log: the metrics table, not a progress bar redrawn on every batch
-        fastprogress.fastprogress.NO_BAR = True
-        fastprogress.fastprogress.ConsoleProgressBar.fill = ''
-    kw = dict(data=a.data, epochs=a.epochs, arch=a.arch, size=a.size, bs=a.bs, lr=a.lr, seed=a.seed, out=a.out,
-              pretrained=a.pretrained, n_train=a.n_train, n_valid=a.n_valid)
-    try:
-        if a.cmd=='train': files = train(method=a.method, **kw)
-        else: files = compare(methods=[m.strip() for m in a.methods.split(',') if m.strip()], seeds=a.seeds, **kw)
-    except (CLIError, FileNotFoundError) as e: p.exit(2, f"fastai_cutmix {a.cmd}: error: {e}\n")
-    except KeyboardInterrupt: p.exit(130, f"\nInterrupted. {_kept(a.cmd, Path(a.out), t0)}\n")
-    print("\nFiles:")
-    for k,f in files.items(): print(f"  {k:>8}: {f}")

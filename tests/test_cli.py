@@ -19,8 +19,9 @@ def run(*args, timeout=240):
     return r.returncode, r.stdout + r.stderr
 
 def run_here(monkeypatch, capsys, *args):
-    """Run the command's `main` in this process; return (exit status, stdout+stderr). For input refused before any training:
-    the console script adds only its ~10 s of imports. Anything but `SystemExit` escaping would be the traceback a user sees"""
+    """Run the command's `main` in this process; return (exit status, stdout+stderr). For input refused before any training,
+    after fastai is imported: the console script would add only its ~10 s of imports. Anything but `SystemExit` escaping
+    would be the traceback a user sees"""
     fp = fastprogress.fastprogress # `main` turns the progress bar off when not on a terminal: put it back after the test
     monkeypatch.setattr(fp, 'NO_BAR', fp.NO_BAR); monkeypatch.setattr(fp.ConsoleProgressBar, 'fill', fp.ConsoleProgressBar.fill)
     try: cli.main(list(map(str, args))); rc = 0
@@ -185,6 +186,16 @@ def test_help_is_quiet():
     r = subprocess.run([EXE, '--help'], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode==0 and 'usage: fastai_cutmix' in r.stdout, r.stderr
     assert 'Warning' not in r.stderr, r.stderr
+
+@pytest.mark.parametrize('args,rc', [(['--help'], 0), (['train', '--help'], 0), (['compare', '--methods', 'none,cutmx'], 2),
+                                     (['train', '--lr', 'nan'], 2)])
+def test_arguments_answered_before_fastai(args, rc):
+    "The console script answers `--help` and refuses bad arguments without importing torch or fastai (Python lists its imports)"
+    r = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=120, env=dict(ENV, PYTHONPROFILEIMPORTTIME='1'))
+    assert r.returncode==rc, r.stdout + r.stderr
+    imported = {l.split('|')[-1].strip() for l in r.stderr.splitlines() if l.startswith('import time:')}
+    assert 'fastai_cutmix.command' in imported, r.stderr # the listing is real: the entry point is in it
+    assert not {m for m in imported if m.split('.')[0] in ('torch', 'fastai') or m=='fastai_cutmix.cli'}, sorted(imported)
 
 def fail_pretrained(monkeypatch, msg="no network"):
     "`cli.vision_learner` failing for pretrained weights, as offline; the architectures it was asked weights for"

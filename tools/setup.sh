@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
-quiet() { "$@" 2>&1 | grep -v -e "^WARNING: Location" -e "is ignored: it is neither" -e "^  " -e "^$" -e "!!" || true; }
+# runs a command with pip's routine chatter filtered out; its own exit status is kept, so a failed install stops setup
+quiet() { local rc=0; "$@" 2>&1 | { grep -v -e "^WARNING: Location" -e "is ignored: it is neither" -e "^  " -e "^$" -e "!!" || true; } || rc=$?
+  [ "$rc" = 0 ] || echo "setup: failed (exit $rc): $*" >&2; return "$rc"; }
 
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -24,6 +26,14 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
     || echo "setup: could not install chromium; the docs site's browser test will be skipped"
 fi
 
+# Each environment holds torch with its CUDA libraries (about 6.5 GB): say so plainly rather than let pip fail midway
+need=0; for d in .venv .venv-latest; do [ -x "$d/bin/python" ] || need=$((need+7)); done
+[ "${LATEST:-1}" != 0 ] || [ -x .venv-latest/bin/python ] || need=$((need-7))
+free=$(df -Pk . | awk 'NR==2 {print int($4/1048576)}')
+if [ "$need" -gt 0 ] && [ "$free" -lt "$need" ]; then
+  echo "setup: needs about $need GB free for its Python environments, but $(pwd) has $free GB; free some space and re-run" >&2
+  exit 1
+fi
 venv() { # venv DIR PIP-ARGS...: create DIR if needed, then install
   local d=$1; shift
   [ -x "$d/bin/python" ] || "$py" -m venv "$d"

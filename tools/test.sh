@@ -2,7 +2,8 @@
 # Sets up (tools/setup.sh) and runs every check CI runs:
 #   1. nbs/ and the generated files agree: nbdev_export, nbdev_clean and tools/readme.sh change nothing
 #   2. the notebooks' tests, on the pinned authoring stack (fastai 2.8.7)
-#   3. the pytest suite on the newest fastai release, then on fastai 2.8.7 (less the soak and the fault matrix)
+#   3. the pytest suite on the newest fastai release, then on fastai 2.8.7 (less the soak, the fault matrix, the
+#      command's subprocess runs and DDP)
 #   4. the docs site: built (tools/docs.sh), then checked in headless Chromium (tests/test_docs_site.py)
 #   5. a seconds-long smoke run of the benchmark (bench/mixing_cost.py --quick); its figures are not checked
 set -euo pipefail
@@ -27,9 +28,11 @@ echo "== notebook tests (fastai $(python -c 'import fastai; print(fastai.__versi
 nbdev_test --n_workers 2 --timing
 for env in .venv-latest .venv; do
   [ -x "$env/bin/python" ] || continue
-  # the soak (2,000 batches per member) and the fault matrix (3 faults x 5 points x every member) take minutes and
-  # exercise this library's code the same way on either fastai: they run once, on the newest release
-  skip=(); [ "$env" = .venv ] && skip=(--ignore tests/test_soak.py --ignore tests/test_faults.py)
+  # the soak (2,000 batches per member), the fault matrix (3 faults x 5 points x every member), the command run in
+  # subprocesses and the two-process DDP runs take minutes and exercise this library's code the same way on either
+  # fastai: they run once, on the newest release (the notebooks' tests, above, run the command's functions on 2.8.7)
+  skip=(); [ "$env" = .venv ] && skip=(--ignore tests/test_soak.py --ignore tests/test_faults.py --ignore tests/test_cli.py
+                                       --ignore tests/test_distributed.py)
   echo "== pytest on fastai $($env/bin/python -c 'import fastai; print(fastai.__version__)') ($env) ${skip[*]}"
   "$env/bin/python" -m pytest -q -p no:randomly tests "${skip[@]}"
 done
