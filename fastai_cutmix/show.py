@@ -18,7 +18,7 @@ __all__ = ['show_mixed']
 def _label(o)->str:
     "A decoded target as a short string"
     if isinstance(o, (list, tuple, L)): return ';'.join(map(str, o)) or '(none)'
-    if isinstance(o, Tensor) and o.numel()>1: return f"#{o.argmax().item()}" if o.ndim==1 else 'mask'
+    if isinstance(o, Tensor) and o.numel()>1: return f"#{o.argmax().item()}" if o.ndim==1 else f"shape {tuple(o.shape)}"
     return str(o.item() if isinstance(o, Tensor) else o)
 
 def _mix_once(cb, xb, yb, loss_func, pct_train):
@@ -33,7 +33,7 @@ def _mix_once(cb, xb, yb, loss_func, pct_train):
         if not cb.cur_alpha>0: raise ValueError(
             f"{type(cb).__name__}: alpha is {cb.cur_alpha} at pct_train={pct_train}, so it would not mix; show another pct_train")
         cb._mix()
-        return ns.xb,cb.source_targets(),cb.idx.cpu(),cb.wgt.detach().cpu(),list(cb.cut)
+        return ns.xb,cb.source_targets(),cb.idx.cpu(),cb.wgt.detach().cpu()
     finally:
         for d,saved in states: d.clear(); d.update(saved)
 
@@ -57,8 +57,8 @@ def show_mixed(
     b = dls.train.one_batch()
     n_inp = dls.n_inp
     xb,yb = tuple(t.clone() for t in b[:n_inp]),tuple(b[n_inp:])
-    xm,srcs,idx,wgt,cut = _mix_once(cb, xb, yb, lf, pct_train)
-    masks = [c or cb._laid_out_like(y, xb[0]) for c,y in zip(cut, yb)] # targets laid out like the image, cut or not
+    xm,srcs,idx,wgt = _mix_once(cb, xb, yb, lf, pct_train)
+    masks = [cb._laid_out_like(y, xb[0]) for y in yb] # targets laid out like the image: cut with it, or weighed whole
     n = min(nrows*ncols, xm[0].shape[0])
     dec = [dls.decode_batch((*xm, *ys), max_n=n) for ys in srcs] # one decoding per source: images and its labels
     fig,axs = plt.subplots(nrows, ncols, figsize=ifnone(figsize, (2.5*ncols, 2.5*nrows+.3)), squeeze=False)
