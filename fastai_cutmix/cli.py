@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb #bb7aedf6
 from __future__ import annotations
-import argparse, math, os, signal, sys, textwrap, threading, time, warnings
+import os, signal, textwrap, threading, warnings
 # importing fastai trips torch's deprecation of `torch.jit.script` (in `fastai.layers`): a FutureWarning on stderr at every
 # start of the command that its users can do nothing about. Only that warning is hidden, and it must be before the import
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
@@ -270,7 +270,7 @@ def train(
     log=print, # Where to report
 )->dict: # The files written, by kind
     "Train one model with one mixing method, and write metrics, pictures and the exported learner to `out`"
-    mixer(method),get_arch(arch) # mistakes fail before any data is read
+    _known(method),get_arch(arch) # mistakes fail before any data is read
     files = _out_dir(out, {'metrics': 'metrics.csv', 'batch': 'batch.png', 'curves': 'curves.png', 'learner': 'learner.pkl'})
     set_seed(seed, reproducible=True)
     dls = get_dls(data, size, bs, seed, n_train, n_valid)
@@ -334,7 +334,7 @@ def compare(
     log=print, # Where to report
 )->dict: # The files written, by kind
     "Train every method with the same budget for `seeds` seeds; tabulate final validation accuracy and loss (mean ± std)"
-    for m in methods: mixer(m, peers=True) # unknown names fail before any training
+    for m in methods: _known(m, peers=True) # unknown names fail before any training
     get_arch(arch)
     if not methods: raise CLIError("no methods to compare: give --methods, e.g. none,mixup,cutmix")
     files = _out_dir(out, {'csv': 'compare.csv', 'markdown': 'compare.md', 'plot': 'compare.png', 'runs': 'runs.csv'})
