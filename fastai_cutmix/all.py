@@ -6,7 +6,9 @@
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #aff88716
+import sys
 from fastai.vision.all import *
+import fastai.callback.mixup as _fastai_mixup
 from .core import *
 from .mixup import *
 from .cutmix import *
@@ -18,5 +20,15 @@ from .ricap import *
 from .data import *
 from .command import *
 from .cli import *
+
+def _claim_names():
+    "Point fastai's re-exports of its mixing names at ours, so that a later `from fastai.X.all import *` keeps ours"
+    ours = {k: globals()[k] for k in _fastai_mixup.__all__ if k in globals()}
+    for mod in list(sys.modules.values()):
+        if mod is _fastai_mixup or not getattr(mod, '__name__', '').startswith('fastai.'): continue
+        for k,v in ours.items():
+            if mod.__dict__.get(k) is getattr(_fastai_mixup, k): setattr(mod, k, v)
+_claim_names()
+
 # a star import of this module gives every public name above (nbdev writes an empty `__all__` otherwise)
 __all__ = [k for k in dir() if not k.startswith('_')]

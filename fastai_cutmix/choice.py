@@ -51,8 +51,17 @@ class MixChoice(MixHandler):
         if not self.per_sample: return self.cur is not None and self.cur.region
         return all(m.region for m in self.mixers)
 
-    def mixes(self, t, i):
+    def _lend(self):
         for m in self.mixers: m.__dict__['_learn'] = self.learn # members read the batch and progress from our learner
+
+    def check_target(self, y, i):
+        self._lend()
+        try:
+            for m in self.mixers: m.check_target(y, i) # whichever member is drawn must be able to mix it
+        except ValueError as e: raise ValueError(f"{type(self).__name__}: {e}") from None
+
+    def mixes(self, t, i):
+        self._lend()
         try: todo = [m.mixes(t, i) for m in self.mixers] # every member must accept every input, whichever is drawn
         except ValueError as e: raise ValueError(f"{type(self).__name__}: {e}") from None # the callback the user attached, then the member
         if len(set(todo))>1: raise ValueError(
@@ -64,7 +73,7 @@ class MixChoice(MixHandler):
     def _member(self, m, x):
         "Let member `m` draw for the batch `x`, or return None if it would not mix it now"
         m.idx = m.wgt = None
-        if self.learn.pct_train < m.stop_pct and m._now():
+        if self._pct() < m.stop_pct and m._now():
             with m._drawing(): m.idx,m.wgt = m.draw(x) # members' `mix` may read their own `wgt`
         return None if m.idx is None else (m.idx,m.wgt)
 

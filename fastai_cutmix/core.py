@@ -5,9 +5,10 @@
 # %% ../nbs/00_core.ipynb #4080f1cb
 from __future__ import annotations
 import numbers, inspect
+from copy import deepcopy
 from types import SimpleNamespace
 from fastai.basics import *
-from torch.distributions.beta import Beta
+from fastai.vision.core import TensorPoint, TensorBBox
 
 # %% auto #0
 __all__ = ['reduce_loss', 'sample_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'MixHandler', 'mixing_learner', 'check_shares']
@@ -30,12 +31,13 @@ def sample_lam(
     n:int, # Number of draws
     device=None, # Device to draw on (the batch's)
 )->Tensor: # `n` float32 draws in [0, 1]
-    "`n` draws from Beta(`alpha`, `alpha`) made on `device`, without a host-device sync"
-    # Beta(a, a) is the first share of a Dirichlet(a, a) draw: the kernel `Beta(a, a).sample()` runs, without
-    # building two distribution objects per batch (they cost more than a small batch's mixing)
-    conc = torch.full((n, 2), float(alpha), device=device)
-    if hasattr(torch, '_sample_dirichlet'): return torch._sample_dirichlet(conc)[:, 0]
-    return Beta(conc[:, 0], conc[:, 1], validate_args=False).sample()
+    "`n` draws from Beta(`alpha`, `alpha`) made on `device`, without a host-device sync, right for every `alpha` > 0"
+    a = float(alpha)
+    # in float64, so that λ within 1e-38 of 0 or 1 is still drawn as float32 rounds it, not as 0 or 1 out of overflow
+    g = torch._standard_gamma(torch.full((2, n), a+1, dtype=torch.float64, device=device)) # the kernel of torch's Gamma
+    u = 1 - torch.rand(2, n, dtype=torch.float64, device=device) # in (0, 1]: no log(0)
+    lg = g.log() + u.log()/a # logarithms of two Gamma(a) draws
+    return torch.sigmoid(lg[0]-lg[1]).float()
 
 # %% ../nbs/00_core.ipynb #2bd95244
 def weigh(
@@ -76,6 +78,19 @@ def _reducible(loss_func):
     except (TypeError, ValueError): return False
     return 'reduction' in ps or any(p.kind==p.VAR_KEYWORD for p in ps.values())
 
+def _denominator(
+    loss_func:Callable, # The loss, as the learner has it (fastai's flattened losses keep PyTorch's in `func`)
+    yb:tuple, # The targets it is called with
+)->Tensor|None: # The weight of each item in the mean, shaped like the targets; None for a plain mean
+    "What `loss_func`'s 'mean' divides by, item by item: the class weight of each target, 0 where it is ignored"
+    f = getattr(loss_func, 'func', loss_func)
+    ii = getattr(f, 'ignore_index', None) # PyTorch's losses of class indices (cross-entropy, NLL) have one
+    if ii is None or len(yb)!=1 or yb[0].is_floating_point(): return None
+    y,w = yb[0],getattr(f, 'weight', None)
+    keep = y!=ii
+    if w is None: return keep.float()
+    return torch.where(keep, w[y.masked_fill(~keep, 0)], 0.) # no out-of-range lookup for ignored labels (255)
+
 # %% ../nbs/00_core.ipynb #dce8d406
 def _check_num(owner, name, v, lo=None, hi=None, lo_open=False, hi_open=False):
     "Raise if `v` is not a number in [`lo`, `hi`] (open ends as asked), naming `owner` and `name`"
@@ -115,61 +130,69 @@ def _takes_weights(m):
     except (TypeError, ValueError): return False
 
 class MixMetric(Metric):
-    "Training metric on mixed batches: `metric` on each source's targets, weighed by the sources' shares"
+    "Training metric on mixed batches: each sample scored against each source's targets, counted by that source's share"
     def __init__(self,
         metric:Metric, # The learner's metric
         mixer:Callback, # The `MixHandler` mixing the training batches
-    ): self.metric,self.mixer,self.train,self.total,self.count = metric,mixer,False,0.,0
+    ): self.metric,self.mixer,self.train = metric,mixer,False
     @property
     def name(self): return self.metric.name
     def __repr__(self): return f"MixMetric({self.metric!r})"
 
     def reset(self):
         self.metric.reset()
-        self.train,self.total,self.count = bool(getattr(self.mixer.learn, 'training', False)),0.,0
+        self.train = bool(getattr(self.mixer.learn, 'training', False))
+        self.total,self.count = 0.,0 # a mean over samples
+        self.sw = [] # the sample weights of an epoch metric that takes them, in the order of its predictions
+        self.slots,self.shares = [self.metric],[0.] # any other metric: a copy per source, and that source's total share
 
     def accumulate(self, learn):
         if not self.train: return self.metric.accumulate(learn)
         with torch.no_grad(): self._accumulate(learn)
 
+    def _batch(self, learn, yb):
+        "What a metric reads of the learner, with targets `yb`"
+        return SimpleNamespace(pred=learn.pred, yb=yb, y=detuplify(yb), xb=learn.xb, x=learn.x, loss=getattr(learn, 'loss', None),
+                               training=True, dl=getattr(learn, 'dl', None), to_detach=learn.to_detach)
+
     def _accumulate(self, learn):
-        mx,pred = self.mixer,learn.pred
+        mx,m = self.mixer,self.metric
         srcs,wgt = mx.source_targets(),mx.wgt
         bs = find_bs(learn.yb)
-        if wgt is None: wgt = torch.ones(1, bs)
-        wgt = wgt.detach().float().cpu()
-        per_sample = not (wgt==wgt[:, :1]).all()
-        if isinstance(self.metric, AvgMetric) and per_sample:
-            # a mean over samples: score each sample against each source
-            vals = torch.stack([_per_sample(self.metric.func, pred, yb) for yb in srcs]).float().cpu()
-            self.total += float((vals*wgt).sum())
-        else: self.total += bs*sum(float(w.mean())*self._value(learn, yb, w if per_sample else None)
-                                   for w,yb in zip(wgt, srcs) if w.any())
-        self.count += bs
-
-    def _value(self,
-        learn:Learner, # The learner, holding the batch's predictions
-        yb:tuple, # One source's targets
-        w:Tensor=None, # (bs,) that source's share of each sample, when the shares differ from sample to sample
-    )->float:
-        "The metric on this batch alone, against targets `yb`, its samples weighed by `w` where its function takes weights"
-        m = self.metric
-        m.reset()
-        m.accumulate(SimpleNamespace(pred=learn.pred, yb=yb, y=detuplify(yb), xb=learn.xb, x=learn.x, loss=getattr(learn, 'loss', None),
-                                     training=True, dl=getattr(learn, 'dl', None), to_detach=learn.to_detach))
-        if w is None or not _takes_weights(m): return float(m.value)
-        n = sum(len(p) for p in m.preds) # one row per sample, or (flattened) per sample and pixel
-        if n%len(w): return float(m.value)
-        sw = w.repeat_interleave(n//len(w))
-        kw = m.kwargs
-        m.kwargs = {**kw, 'sample_weight': sw.numpy() if m.to_np else sw}
-        try: return float(m.value)
-        finally: m.kwargs = kw
+        wgt = torch.ones(1, bs) if wgt is None else wgt.detach().float().cpu()
+        todo = [(j,w,yb) for j,(w,yb) in enumerate(zip(wgt, srcs)) if w.any()]
+        if isinstance(m, AvgMetric):
+            if (wgt==wgt[:, :1]).all(): # one share for the whole batch: one call per source
+                self.total += sum(bs*float(w[0])*float(m.func(learn.pred, *yb)) for _,w,yb in todo)
+            else: self.total += sum(float((_per_sample(m.func, learn.pred, yb).cpu()*w).sum()) for _,w,yb in todo)
+            self.count += bs
+        elif _takes_weights(m):
+            for _,w,yb in todo:
+                m.accumulate(self._batch(learn, yb))
+                n = len(m.preds[-1]) # one row per sample, or (flattened) per sample and pixel
+                if n%bs: raise ValueError(f"{m.name}: got {n} predictions for a batch of {bs}; cannot weigh them by sample")
+                self.sw.append(w.repeat_interleave(n//bs))
+        else:
+            for j,w,yb in todo:
+                while len(self.slots)<=j:
+                    s = deepcopy(m); s.reset(); self.slots.append(s); self.shares.append(0.)
+                self.slots[j].accumulate(self._batch(learn, yb))
+                self.shares[j] += float(w.sum())
 
     @property
     def value(self):
-        if not self.train: return self.metric.value
-        return self.total/self.count if self.count else None
+        m = self.metric
+        if not self.train: return m.value
+        if isinstance(m, AvgMetric): return self.total/self.count if self.count else None
+        if _takes_weights(m):
+            if not self.sw: return None
+            sw,kw = torch.cat(self.sw),m.kwargs
+            m.kwargs = {**kw, 'sample_weight': sw.numpy() if m.to_np else sw}
+            try: return m.value
+            finally: m.kwargs = kw
+        done = [(s,w) for s,w in zip(self.slots, self.shares) if w>0]
+        if not done: return None
+        return sum(w*float(s.value) for s,w in done)/sum(w for _,w in done)
 
 # %% ../nbs/00_core.ipynb #f3aabe37
 def _wrap_metrics(learn, mixer):
@@ -200,6 +223,7 @@ class MixHandler(Callback):
     run_valid = False
     region = False # Methods that cut regions set this: targets laid out like the input (masks) are cut too
     spatial = False # Methods that need inputs with spatial dimensions (N×C×L, N×C×H×W, N×C×D×H×W) set this
+    mixes_targets = True # Methods whose samples keep their own targets whole (Cutout) unset this
 
     def __init__(self,
         alpha:float|Callable=.5, # Concentration of Beta(`alpha`, `alpha`) from which λ is drawn, > 0; or a schedule
@@ -211,6 +235,7 @@ class MixHandler(Callback):
         self.p = _check_sched(name, 'p', p, 0, 1)
         self.stop_pct = _check_num(name, 'stop_pct', stop_pct, 0, 1, lo_open=True)
         self.idx = self.wgt = None
+        self._checked = self._loss_checked = False
 
     @property
     def learn(self): return self.__dict__.get('_learn')
@@ -258,6 +283,7 @@ class MixHandler(Callback):
             f"One mixing callback per Learner, but this one has {self} and {', '.join(map(str, others))}: each would "
             "mix the batch the other had mixed and swap the loss the other had swapped. Keep one of them; to switch "
             "between methods from batch to batch, use one callback that chooses: MixChoice, or CutMixUp.")
+        self._checked = self._loss_checked = False # the fit's first batch is checked, mixed or not; a loss once per fit
         _wrap_metrics(self.learn, self)
 
     def before_train(self):
@@ -291,11 +317,17 @@ class MixHandler(Callback):
         "Mix one tensor of the batch (an input, or a mask for `region` methods) as drawn"
         raise NotImplementedError
 
+    def _pct(self)->float:
+        "The share of training done: exact from the learner's batch count (fastai's `pct_train` adds up rounded floats)"
+        d = self.learn.__dict__
+        it,n,e = d.get('train_iter'),d.get('n_iter'),d.get('n_epoch')
+        return it/(n*e) if it is not None and n and e else float(d.get('pct_train', 0.))
+
     def _at(self, k):
         "The value of argument `k` (`alpha` or `p`) at this point of training"
         v = getattr(self, k)
         if not callable(v): return v
-        pct = float(getattr(self.learn, 'pct_train', 0.))
+        pct = self._pct()
         # a scheduled alpha of 0 turns mixing off; anything that would draw NaN shares is an error
         return _check_num(type(self).__name__, f"{k} (from the schedule {v!r} at pct_train={pct:.4f})", float(v(pct)),
                           0, *((math.inf, False, True) if k=='alpha' else (1,)))
@@ -308,14 +340,33 @@ class MixHandler(Callback):
     def before_batch(self):
         self.idx = self.wgt = None
         try:
-            if self.learn.pct_train < self.stop_pct and self._now():
+            if not self._checked: self._check() # refused before anything trains, even where `p` skips the first batches
+            self._checked = True
+            if self._pct() < self.stop_pct and self._now():
                 with self._drawing(): self._mix()
         except Exception:
             self._restore(metrics=True) # our own error ends `fit` without `after_fit`: leave the learner as we found it
             raise
 
-    def _mix(self):
-        "Check the learner's batch, draw, and mix it in place of the learner's `xb` (and `yb` where needed)"
+    def check_target(self,
+        y:Tensor, # One target of the batch
+        i:int, # Its position among the targets
+    ):
+        "Raise if target `i` would no longer describe its input once mixed: boxes, and points where regions move"
+        if not self.mixes_targets or not isinstance(y, TensorPoint): return
+        name,kind = type(self).__name__,type(y).__name__
+        if isinstance(y, TensorBBox): raise ValueError(
+            f"{name}: target {i} is a {kind}, and boxes cannot be mixed: {name} "
+            + ("moves regions of pixels from image to image, and the boxes would not move with them" if self.region else
+               "would average the boxes of two images, which describe neither")
+            + ". Train object detection without a mixer, or with Cutout, which erases pixels and keeps the targets.")
+        if self.region: raise ValueError(
+            f"{name}: target {i} is a {kind}, and {name} moves regions of pixels from image to image without moving the "
+            "keypoints, which would then point at another image's pixels. Use MixUp, which blends whole images and mixes "
+            "the coordinates as targets, or Cutout, which keeps them.")
+
+    def _check(self)->list:
+        "Check the learner's batch; return which inputs this method mixes"
         # the batch is read from the learner itself: a callback's `self.xb` goes through fastai's attribute lookup,
         # which costs more than mixing a small batch
         learn = self.learn
@@ -327,16 +378,38 @@ class MixHandler(Callback):
                 if not isinstance(t, Tensor) or t.ndim==0 or t.shape[0]!=bs: raise ValueError(
                     f"{name}: {kind} {i} has shape {tuple(getattr(t, 'shape', ()))} but input 0 has batch size {bs}; "
                     "every input and target must be a tensor with the batch first")
-        todo = [self.mixes(t, i) for i,t in enumerate(xb)]
+        for i,y in enumerate(yb): self.check_target(y, i)
+        todo = [t.numel()>0 and self.mixes(t, i) for i,t in enumerate(xb)] # an input with no elements has nothing to blend
         if not any(todo): raise ValueError(
-            f"{name}: no input it can mix among {[f'{t.dtype} {tuple(t.shape)}' for t in xb]}")
+            f"{name}: no input it can mix among {[f'{t.dtype} {tuple(t.shape)}' for t in xb]}, so only the targets would "
+            "be mixed: training on labels that no longer describe the inputs. Integer inputs (category codes) cannot be "
+            "blended and inputs with no elements have nothing to blend: a tabular batch needs continuous columns.")
+        return todo
+
+    def _mix(self):
+        "Check the learner's batch, draw, and mix it in place of the learner's `xb` (and `yb` where needed)"
+        learn = self.learn
+        todo = self._check()
+        xb,yb = learn.xb,learn.yb
         self.src_yb = yb
-        self.idx,self.wgt = self.draw(x)
+        idx,wgt = self.draw(xb[0])
+        self.idx,self.wgt = idx.as_subclass(Tensor),wgt.as_subclass(Tensor) # plain tensors, whatever the input's type
+        self.cut = [self.region and self._laid_out_like(y, xb[0]) for y in yb] # after the draw: a choice's member decides
+        # integer targets (class labels, integer masks) cannot be averaged: the loss is mixed instead, per sample (`lf`)
+        self.per_src = [not c and not y.is_floating_point() for y,c in zip(yb, self.cut)]
+        if any(self.per_src) and not self.loss_mix: raise ValueError(
+            f"{type(self).__name__}: integer targets need one loss per sample, but the loss "
+            f"{learn.loss_func.loss_func!r} cannot skip its reduction. Give it a `reduction` argument or "
+            "attribute (as PyTorch and fastai losses have), or use one-hot float targets.")
         learn.xb = tuple(self.mix(t) if m else t for t,m in zip(xb, todo))
-        self.cut = [self.region and self._laid_out_like(y, x) for y in yb]
-        if any(self.cut): learn.yb = tuple(self.mix(y) if c else y for y,c in zip(yb, self.cut))
-        if self.loss_mix: self.per_src = [not c for c in self.cut]
-        else: self._mix_targets(self.cut)
+        if not all(self.per_src):
+            learn.yb = tuple(y if s else self.mix(y) if c else self.mix_target(y) for y,c,s in zip(yb, self.cut, self.per_src))
+
+    def mix_target(self,
+        y:Tensor, # A float target with one value (or row) per sample
+    )->Tensor:
+        "`y` mixed as the samples are: sample `i` gets Σⱼ wgt[j, i]·y[idx[j, i]]"
+        return retain_type(weigh([y.index_select(0, i) for i in self.idx], self.wgt).to(y.dtype), y) # a TensorPoint stays one
 
     def _laid_out_like(self, y, x):
         "Is target `y` laid out like input `x` (a mask: batch, maybe channels, then `x`'s spatial size)?"
@@ -351,16 +424,6 @@ class MixHandler(Callback):
             "to cut it, `TensorMultiCategory(y)` to weigh it.")
         return like
 
-    def _mix_targets(self, cut):
-        "Mix float targets themselves, for losses that cannot give a loss per sample"
-        for y,c in zip(self.learn.yb, cut):
-            if not c and not y.is_floating_point(): raise ValueError(
-                f"{type(self).__name__}: integer targets need one loss per sample, but the loss "
-                f"{self.learn.loss_func.loss_func!r} cannot skip its reduction. Give it a `reduction` argument or "
-                "attribute (as PyTorch and fastai losses have), or use one-hot float targets.")
-        self.learn.yb = tuple(y if c else weigh([y[i] for i in self.idx], self.wgt) for y,c in zip(self.yb, cut))
-        self.per_src = [False]*len(self.learn.yb)
-
     def source_targets(self)->list:
         "The targets of each source of the current batch, one `yb` tuple per source (masks as cut)"
         yb = self.learn.yb
@@ -372,21 +435,47 @@ class MixHandler(Callback):
         pred:Tensor, # The model's predictions for the batch
         *yb, # The batch's targets, as the loss is called with them
     )->Tensor:
-        "The loss of a mixed batch: `loss_func` per sample on each source's targets, weighted by `wgt`, then reduced"
+        "The loss of a mixed batch: `loss_func` per item on each source's integer targets, weighted by `wgt`, reduced as `loss_func` would"
         learn = self.learn
         # only fastai's own call for the batch this mixer mixed is mixed: its targets are the learner's `yb` themselves.
         # Any other call (targets of your own, or the loss called by hand after an interrupted fit, which leaves the
-        # learner in training mode) gets the plain loss
-        if (not getattr(learn, 'training', False) or self.idx is None or not any(self.per_src)
+        # learner in training mode) gets the plain loss, and so do batches whose targets were mixed themselves and batches
+        # of one source (Cutout), whose samples keep their own targets whole
+        if (not getattr(learn, 'training', False) or self.idx is None or self.idx.shape[0]==1 or not any(self.per_src)
             or len(yb)!=len(learn.yb) or any(a is not b for a,b in zip(yb, learn.yb))): return loss_func(pred, *yb)
         bs = self.idx.shape[1]
-        with NoneReduce(loss_func) as nr:
-            ls = [nr(pred, *(y[i] if s else y for y,s in zip(yb, self.per_src))) for i in self.idx]
+        srcs = [tuple(y[i] if s else y for y,s in zip(yb, self.per_src)) for i in self.idx]
+        with NoneReduce(loss_func) as nr: ls = [nr(pred, *ys) for ys in srcs]
         if ls[0].ndim==0 or ls[0].numel()%bs: raise ValueError(
             f"{type(self).__name__}: with reduction='none' the loss {loss_func!r} returned shape {tuple(ls[0].shape)}, "
             f"but mixing needs one value per sample (or per sample and pixel) for the batch of {bs}")
-        loss = weigh([l.reshape(bs, -1) for l in ls], self.wgt).view_as(ls[0])
-        return reduce_loss(loss, self.reduction)
+        ds = [_denominator(loss_func, ys) for ys in srcs] if self.reduction=='mean' else [None]
+        if not self._loss_checked: self._check_loss(loss_func, pred, srcs[0])
+        loss = weigh([l.reshape(bs, -1) for l in ls], self.wgt)
+        if ds[0] is None: return reduce_loss(loss.view_as(ls[0]), self.reduction)
+        return loss.sum()/weigh([d.reshape(bs, -1) for d in ds], self.wgt).sum()
+
+    def _check_loss(self, loss_func, pred, yb):
+        "Once per fit: per-item losses on targets `yb`, reduced as `lf` reduces mixed ones, must give `loss_func`'s own value"
+        self._loss_checked = True
+        bs,pred = pred.shape[0],pred.detach().float() # in float32: half precision rounds the two sums differently
+        # on the batch and on its first and last sample alone: one batch's class weights may average to about 1 by chance
+        for sl in (slice(None), slice(0, 1), slice(bs-1, bs)):
+            p,ys = pred[sl],tuple(y[sl] for y in yb)
+            with torch.no_grad():
+                with NoneReduce(loss_func) as nr: l = nr(p, *ys)
+                d = _denominator(loss_func, ys) if self.reduction=='mean' else None
+                own,ours = loss_func(p, *ys),reduce_loss(l, self.reduction) if d is None else l.sum()/d.sum()
+                ok = own.numel()==ours.numel() and torch.allclose(ours.float().flatten(), own.float().flatten(), rtol=1e-4, atol=1e-6, equal_nan=True)
+            if not ok: break
+        else: return
+        self._restore(metrics=True) # the error ends `fit` without `after_fit`
+        raise ValueError(
+            f"{type(self).__name__}: cannot mix the loss {loss_func!r}: its per-item values (reduction='none'), reduced as "
+            f"its reduction {self.reduction!r} reduces them, give {float(ours.float().mean()):.6g} on this batch's own targets, "
+            f"where the loss itself gives {float(own.float().mean()):.6g}. A mixed batch would train on another scale. Use a loss "
+            "whose reduction is a (weighted) mean or sum of its per-item values: for label smoothing with class weights, "
+            "CrossEntropyLossFlat(weight=..., label_smoothing=...); or one-hot float targets, which are mixed themselves.")
 
     def pairs(self,
         keep:Tensor, # (bs,) share of each sample that stays its own
@@ -418,6 +507,7 @@ def mixing_learner(
     "A `Learner` stopped right after `cb` mixed the batch (`xb`, `yb`)"
     learn = Learner(None, ifnone(model, nn.Identity()), loss_func=ifnone(loss_func, CrossEntropyLossFlat()), cbs=cb)
     learn.xb,learn.yb,learn.pct_train,learn.epoch,learn.training = tuplify(xb),tuplify(yb),pct_train,0,True
+    cb._checked = cb._loss_checked = False # a new learner: checked as at the start of a fit
     cb.before_train()
     cb.before_batch()
     return learn

@@ -131,7 +131,7 @@ class CutMix(MixHandler):
 # %% ../nbs/03_cutmix.ipynb #a3bbb4f7
 class Cutout(CutMix):
     "Cutout (https://arxiv.org/abs/1708.04552): erase a box of each sample, keep the targets; boxes drawn as `CutMix`'s"
-    region = False
+    region,mixes_targets = False,False # each sample keeps its own targets whole: masks, points and boxes alike
     @delegates(CutMix)
     def __init__(self,
         alpha:float|Callable=1., # Concentration of Beta(`alpha`, `alpha`) from which the share kept is drawn; or a schedule

@@ -38,6 +38,12 @@ def _mix_once(cb, xb, yb, loss_func, pct_train):
         for d,saved in states: d.clear(); d.update(saved)
 
 # %% ../nbs/04_show.ipynb #f8d9eef1
+def _show_mask(m, ax):
+    "Draw mask `m` over the image on `ax`: lightly tinted by class, with the class borders drawn, so the image stays visible"
+    m = m.squeeze().cpu().numpy()
+    ax.imshow(m, cmap='tab20', alpha=.3, interpolation='nearest', vmin=0, vmax=max(int(m.max()), 1))
+    if m.ndim==2 and m.min()<m.max(): ax.contour(m, levels=np.unique(m)[:-1]+.5, colors='white', linewidths=.7)
+
 def show_mixed(
     cb:MixHandler, # The mixer to look at
     data:DataLoaders|Learner, # `DataLoaders`, or a `Learner` (its `dls` and its loss are used)
@@ -53,15 +59,18 @@ def show_mixed(
         f"show: expected DataLoaders or a Learner, got {type(data).__name__}")
     lf = getattr(data, 'loss_func', None) or getattr(dls, 'loss_func', None) or CrossEntropyLossFlat()
     lf = getattr(lf, 'loss_func', lf) if type(lf).__name__=='MixLoss' else lf
-    if seed is not None: set_seed(seed)
-    b = dls.train.one_batch()
+    dl = dls.train
+    # a DataLoader shuffles with a generator of its own, seeded when it was made: a copy made after seeding draws the batch too
+    if seed is not None: set_seed(seed); dl = dl.new()
+    b = dl.one_batch()
     n_inp = dls.n_inp
     xb,yb = tuple(t.clone() for t in b[:n_inp]),tuple(b[n_inp:])
     xm,srcs,idx,wgt = _mix_once(cb, xb, yb, lf, pct_train)
     masks = [cb._laid_out_like(y, xb[0]) for y in yb] # targets laid out like the image: cut with it, or weighed whole
     n = min(nrows*ncols, xm[0].shape[0])
     dec = [dls.decode_batch((*xm, *ys), max_n=n) for ys in srcs] # one decoding per source: images and its labels
-    fig,axs = plt.subplots(nrows, ncols, figsize=ifnone(figsize, (2.5*ncols, 2.5*nrows+.3)), squeeze=False)
+    lines = (len(srcs)+1)//2 # a title line for every two sources (RICAP has four)
+    fig,axs = plt.subplots(nrows, ncols, figsize=ifnone(figsize, (2.5*ncols, (2.5+.2*lines)*nrows+.3)), squeeze=False)
     for i,ax in enumerate(axs.flat):
         ax.axis('off')
         if i>=n: continue
@@ -71,14 +80,14 @@ def show_mixed(
         else: show_image(img, ax=ax)
         # a mask is drawn over the image: as cut, or (methods that weigh whole masks, like MixUp) the sample's own
         for c,o in zip(masks, item[n_inp:]):
-            if c and hasattr(o, 'show'): o.show(ctx=ax)
+            if c and isinstance(o, Tensor): _show_mask(o, ax)
         shares = {}
         for j in range(len(srcs)):
             # each source's share: by its label, or for masks (which have no short name) by its image
             labels = [_label(o) for c,o in zip(masks, dec[j][i][n_inp:]) if not c]
             key = ', '.join(labels) if labels else f"image {idx[j, i]}"
             shares[key] = shares.get(key, 0.) + float(wgt[j, i])
-        ax.set_title(' / '.join(f"{w:.0%} {k}" for k,w in sorted(shares.items(), key=lambda kv: -kv[1]) if w>=.005),
-                     fontsize=9)
+        parts = [f"{w:.0%} {k}" for k,w in sorted(shares.items(), key=lambda kv: -kv[1]) if w>=.005]
+        ax.set_title('\n'.join(' / '.join(parts[k:k+2]) for k in range(0, len(parts), 2)), fontsize=9)
     fig.tight_layout()
     return fig

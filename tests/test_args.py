@@ -189,10 +189,10 @@ def test_stop_pct(pct, mixed):
     mixing_learner(cb, x, pct_train=pct)
     assert (cb.idx is not None)==mixed and (cb.wgt is not None)==mixed
 
-def test_unmixed_batches_skip_checks():
-    "A batch that is not mixed is not checked either (the draw happens first)"
+def test_first_batch_checked_even_unmixed():
+    "The first batch of a fit is checked whether or not it is mixed: a bad batch is refused before anything trains"
     cb = CutMix(p=0)
-    learn = mixing_learner(cb, torch.randn(4, 10))
+    with pytest.raises(ValueError, match="cannot cut input 0 of shape"): mixing_learner(cb, torch.randn(4, 10))
     assert cb.idx is None
 
 # ------------------------------------------------------------------ every member of the family

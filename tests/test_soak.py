@@ -2,8 +2,7 @@
 
 Every batch has a random batch size (1 to 64), a random aspect ratio (H and W drawn independently in 4..32), 1 to 3
 channels, and a target kind drawn from those the member's configuration supports: integer labels, soft or one-hot
-probabilities (loss mixed, or mixed themselves by a loss without `reduction`), multi-label, regression, segmentation
-masks. Each batch takes fastai's path for a training step, driven by hand (a full `fit` would cost ten times more): the
+probabilities (with a loss that has `reduction` or one without), multi-label, regression, segmentation masks. Each batch takes fastai's path for a training step, driven by hand (a full `fit` would cost ten times more): the
 learner's `xb`/`yb` set, the callback's `before_batch`, the learner's swapped loss on a prediction, `backward` (on one
 batch in four). Batches come in "fits" of 1 to 16 sharing a loss (fastai's flattened one or PyTorch's, with reduction
 'mean', 'sum' or 'none'): `before_fit`, `before_train`, the batches, `after_train`, `after_fit`.
@@ -14,8 +13,9 @@ On every batch:
   weights' lerp of their sources' ids; Cutout keeps one source of weight 1 and erases a box;
 - `idx`/`wgt` have the member's layout (sources, permutations, one draw per batch unless per sample) and each sample's
   weights sum to 1; `source_targets()` gives each source's targets;
-- the loss equals the weights' lerp of the per-source losses computed by hand, sample by sample (cut masks: the plain
-  loss on the cut mask; targets mixed by a loss without `reduction`: the loss on the mixed targets, rows summing to 1);
+- integer labels: the loss equals the weights' lerp of the per-source losses computed by hand, sample by sample; cut
+  masks: the plain loss on the cut mask; float targets are mixed themselves (the weights' lerp of the sources' targets,
+  probability rows summing to 1) and the loss is the plain loss on them;
 - targets keep their shape and dtype; masks are cut exactly like the image (pixel by pixel, the source's class), and
   left alone by members that do not cut them (MixUp, Cutout).
 Over the run: no error, and no growth after a warm-up in live objects, live tensors, resident memory and (over the last
@@ -93,7 +93,7 @@ MODE = {MixUp: 'blend', CutMix: 'copy', FMix: 'copy', RICAP: 'copy', ResizeMix: 
 # ---------------------------------------------------------------- target kinds, their losses and per-sample losses by hand
 
 def soft_ce(pred, y):
-    "A loss without `reduction`: the mixer must mix its float targets themselves"
+    "A loss without `reduction`: float targets are mixed themselves, as with any loss"
     return -(y*F.log_softmax(pred, -1)).sum(-1).mean()
 
 def _ce(pred, y): return -F.log_softmax(pred, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
@@ -109,7 +109,7 @@ def _pix_ce(pred, y): # (bs, [1,] H, W) masks
 KINDS = {
     'label':      (lambda r: CrossEntropyLossFlat(reduction=r), lambda r: nn.CrossEntropyLoss(reduction=r),
                    ('mean', 'sum', 'none'), _ce),
-    'soft':       (None, lambda r: nn.CrossEntropyLoss(reduction=r), ('mean', 'sum', 'none'), _soft), # loss mixed
+    'soft':       (None, lambda r: nn.CrossEntropyLoss(reduction=r), ('mean', 'sum', 'none'), _soft), # targets mixed
     'soft_mixed': (None, lambda r: soft_ce, ('mean',), _soft), # no `reduction`: the targets are mixed
     'multilabel': (lambda r: BCEWithLogitsLossFlat(reduction=r), lambda r: nn.BCEWithLogitsLoss(reduction=r),
                    ('mean', 'sum', 'none'), _bce),
@@ -216,11 +216,11 @@ def check_pixels(x, xm, idx, wgt, mems):
     return ids.view(bs, H, W)
 
 def hand_loss(kind, red, pred, y, ym, idx, wgt, cut):
-    "The mixing loss by hand: the weights' lerp of the per-source losses, per sample; cut masks scored plainly"
+    "The mixing loss by hand: integer labels, the weights' lerp of the per-source losses, per sample; cut masks and mixed float targets scored plainly"
     per = KINDS[kind][3]
     with torch.no_grad():
         if idx is None: l = per(pred, y)
-        elif cut or kind=='soft_mixed': l = per(pred, ym)
+        elif cut or y.is_floating_point(): l = per(pred, ym) # the loss of the target as cut or mixed
         else:
             ls = [per(pred, y[i]) for i in idx]
             l = sum(w.view(-1, *[1]*(t.ndim-1))*t for w,t in zip(wgt, ls))
@@ -260,9 +260,9 @@ def run_batch(learn, cb, lf, kind, red, mask_channel, rng):
         assert cut==(kind=='mask' and region), f"mask cut: {cut}, but kind {kind} and members {set(map(type, mems))}"
         if cut: # pixel by pixel, the mask's class is that of the sample the input's pixel came from
             assert torch.equal(ym.view(bs, -1), y.view(bs, -1)[:, 0][ids.long().flatten(1)]), "the mask is not cut like the image"
-        elif kind=='soft_mixed': # targets mixed by the weights; rows of probabilities still sum to 1
-            close(ym, sum(w[:, None]*y[i] for i,w in zip(idx, wgt)), 'mixed targets', 1e-6)
-            close(ym.sum(1), torch.ones(bs), 'mixed targets row sums', 1e-6)
+        elif y.is_floating_point(): # float targets are mixed by the weights; rows of probabilities still sum to 1
+            close(ym, sum(w.view(-1, *[1]*(y.ndim-1))*y[i] for i,w in zip(idx, wgt)), 'mixed targets', 1e-6)
+            if kind in ('soft', 'soft_mixed'): close(ym.sum(1), torch.ones(bs), 'mixed targets row sums', 1e-6)
         else: assert torch.equal(ym, y), f"{kind} targets changed, but the loss mixes"
         srcs = cb.source_targets() # the targets of each source, as the training metrics see them
         assert len(srcs)==idx.shape[0]

@@ -2,7 +2,8 @@
 import pytest, torch
 import torch.nn as nn, torch.nn.functional as F
 from fastai.losses import (CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat, FocalLossFlat,
-                           BCEWithLogitsLossFlat, MSELossFlat)
+                           BCEWithLogitsLossFlat, MSELossFlat, L1LossFlat)
+from fastai.torch_core import TensorMultiCategory
 from fastai.torch_core import set_seed
 from fastai_cutmix.core import mixing_learner, MixLoss
 from fastai_cutmix.mixup import MixUp
@@ -136,7 +137,24 @@ def test_integer_labels_with_loss_without_reduction_raise(labels):
     with pytest.raises(ValueError, match="integer targets need one loss per sample.*cannot skip its reduction"):
         mixing_learner(MixUp(), x, y, loss_func=lf)
 
-# ------------------------------------------------------------------ one-hot and soft targets
+# ------------------------------------------------------------------ float targets: mixed as targets
+
+def mixed_target(y, cb):
+    "sum_j wgt[j, i] * y[idx[j, i]], written out sample by sample"
+    return torch.stack([sum(float(cb.wgt[j, i])*y[int(cb.idx[j, i])] for j in range(cb.idx.shape[0])) for i in range(y.shape[0])])
+
+def run_float(cb, x, y, loss_func, pred):
+    "Mix; `learn.yb` holds the mixed targets, and the loss is `loss_func` on them, in training and out of it"
+    learn = mixing_learner(cb, x, y.clone(), loss_func=loss_func)
+    assert (cb.idx[0]!=cb.idx[1]).any() and (cb.wgt[1]>1e-3).any() # the batch really was mixed
+    ym = mixed_target(y, cb)
+    close(learn.yb[0], ym, 1e-6)
+    assert type(learn.yb[0]) is type(y) and learn.yb[0].dtype==y.dtype
+    out = learn.loss_func(pred, *learn.yb)
+    close(out, loss_func(pred, ym))
+    learn.training = False
+    close(learn.loss_func(pred, y), loss_func(pred, y))
+    return learn, out, ym
 
 @pytest.fixture
 def onehot():
@@ -144,46 +162,37 @@ def onehot():
     y = torch.randint(0, K, (BS,))
     return torch.randn(BS, 5), y, F.one_hot(y, K).float(), torch.randn(BS, K)
 
-def test_onehot_targets_loss_mixed(onehot):
-    "nn.CrossEntropyLoss takes probabilities: one-hot targets are loss-mixed and give the integer-label result"
+def test_onehot_targets_mixed(onehot):
+    "One-hot targets are mixed themselves; for cross-entropy that equals mixing the integer labels' losses"
     x,yi,y1,pred = onehot
     cb = MixUp()
-    learn,out = run(cb, x, y1, nn.CrossEntropyLoss(), pred, soft_ce_rows)
-    assert torch.equal(learn.yb[0], y1)
+    learn,out,ym = run_float(cb, x, y1, nn.CrossEntropyLoss(), pred)
+    close(ym.sum(1), torch.ones(BS), 1e-6)
     close(out, mixed_by_hand(lambda t: ce(pred, t), yi, cb).mean())
 
-def test_soft_targets_loss_mixed(onehot):
+def test_soft_targets_mixed(onehot):
     x,_,_,pred = onehot
-    ys = torch.rand(BS, K).softmax(-1)
-    run(CutMix(), torch.randn(BS, 2, 6, 6), ys, nn.CrossEntropyLoss(), pred, soft_ce_rows)
+    run_float(CutMix(), torch.randn(BS, 2, 6, 6), torch.rand(BS, K).softmax(-1), nn.CrossEntropyLoss(), pred)
 
 def test_onehot_targets_mixed_when_loss_has_no_reduction(onehot):
-    "A loss without `reduction`: the float targets themselves are mixed, and rows still sum to 1"
+    "A loss without `reduction` needs nothing of the loss: rows still sum to 1, each on its two classes"
     x,_,y1,pred = onehot
     def lf(pred, y): return soft_ce_rows(pred, y).mean()
     cb = MixUp()
-    learn = mixing_learner(cb, x, y1, loss_func=lf)
-    ym = learn.yb[0]
-    expect = cb.wgt[0][:, None]*y1 + cb.wgt[1][:, None]*y1[cb.perm]
-    close(ym, expect, 1e-6)
-    close(ym.sum(1), torch.ones(BS), 1e-6)
-    # each row puts weight wgt[0] on its own class and wgt[1] on the partner's (both when they agree)
+    learn,_,ym = run_float(cb, x, y1, lf, pred)
     for i in range(BS):
         a,b = y1[i].argmax(), y1[cb.perm[i]].argmax()
         if a==b: close(ym[i, a], 1.)
         else: close(ym[i, a], cb.wgt[0, i]); close(ym[i, b], cb.wgt[1, i])
-    close(learn.loss_func(pred, *learn.yb), soft_ce_rows(pred, expect).mean())
-    learn.training = False # out of training the loss is the plain one, on whatever targets it is given
-    close(learn.loss_func(pred, y1), soft_ce_rows(pred, y1).mean())
-
-# ------------------------------------------------------------------ multi-label, regression
 
 def test_multilabel_bce():
+    "Multi-label targets are mixed; BCE is linear in its target, so this equals mixing the losses"
     set_seed(3)
     x,pred = torch.randn(BS, 5),torch.randn(BS, K)
-    y = (torch.rand(BS, K)<.5).float()
-    learn,_ = run(MixUp(), x, y, BCEWithLogitsLossFlat(), pred, bce)
-    assert torch.equal(learn.yb[0], y)
+    y = TensorMultiCategory((torch.rand(BS, K)<.5).float())
+    cb = MixUp()
+    _,out,_ = run_float(cb, x, y, BCEWithLogitsLossFlat(), pred)
+    close(out, mixed_by_hand(lambda t: bce(pred, t), y, cb).mean())
 
 def test_multilabel_bce_cutmix_integer_targets():
     "Multi-label targets stored as integers: the flat loss floatifies them, mixing weighs the losses"
@@ -192,16 +201,32 @@ def test_multilabel_bce_cutmix_integer_targets():
     y = (torch.rand(BS, K)<.5).long()
     run(CutMix(per_sample=True), torch.randn(BS, 3, 6, 6), y, BCEWithLogitsLossFlat(), pred, lambda p, t: bce(p, t.float()))
 
-def test_regression_mse():
+@pytest.mark.parametrize('loss_func', [MSELossFlat(), L1LossFlat()], ids=['mse', 'l1'])
+def test_regression(loss_func):
+    "Regression: the loss of the mixed target, not the mix of the losses (for MSE those differ by lam(1-lam)|ya-yb|^2)"
     set_seed(5)
     x,pred,y = torch.randn(BS, 5),torch.randn(BS),torch.randn(BS)*3
-    learn,_ = run(MixUp(), x, y, MSELossFlat(), pred, lambda p, t: (p-t)**2)
-    assert torch.equal(learn.yb[0], y)
+    cb = MixUp()
+    _,out,ym = run_float(cb, x, y, loss_func, pred)
+    if isinstance(loss_func.func, nn.MSELoss):
+        mixed_losses = mixed_by_hand(lambda t: (pred-t)**2, y, cb).mean()
+        close(mixed_losses - out, (cb.wgt[0]*cb.wgt[1]*(y-y[cb.perm])**2).mean())
+        assert mixed_losses - out > 1e-3
+
+def test_regression_l1_gradient():
+    "L1: the gradient is that of |pred - mixed target|, which mixing the losses would not give"
+    set_seed(11)
+    x,y = torch.randn(BS, 5),torch.randn(BS)*3
+    pred = torch.zeros(BS, requires_grad=True)
+    cb = MixUp()
+    learn = mixing_learner(cb, x, y, loss_func=L1LossFlat())
+    learn.loss_func(pred, *learn.yb).backward()
+    close(pred.grad, -torch.sign(mixed_target(y, cb))/BS)
 
 def test_regression_mse_several_outputs():
     set_seed(6)
     x,pred,y = torch.randn(BS, 3, 5, 5),torch.randn(BS, 2),torch.randn(BS, 2)
-    run(CutMix(), x, y, MSELossFlat(), pred, lambda p, t: (p-t)**2)
+    run_float(CutMix(), x, y, MSELossFlat(), pred)
 
 # ------------------------------------------------------------------ segmentation masks
 
