@@ -1,37 +1,42 @@
 # The nbdev 2 template's setup.py, without `pkg_resources` (gone from new setuptools) and with
-# README.md optional; everything is read from settings.ini.
+# README.md optional; everything is read from settings.ini, which MANIFEST.in puts into the sdist
+# (a wheel built from the sdist runs this file there).
 from configparser import ConfigParser
 from pathlib import Path
 import setuptools
 
+here = Path(__file__).parent
 cfg = ConfigParser(delimiters=['='])
-cfg.read('settings.ini')
+cfg.read(here/'settings.ini')
 cfg = cfg['DEFAULT']
 
 expected = 'version description keywords author author_email'.split()
 missing = [o for o in expected if o not in cfg]
 if missing: raise ValueError(f"settings.ini lacks {missing}")
 
-licenses = dict(apache2=('Apache Software License 2.0', 'OSI Approved :: Apache Software License'))
-statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
+# settings.ini's licence as an SPDX expression (setuptools deprecates License classifiers for it); LICENSE goes in too
+licenses = dict(apache2='Apache-2.0', mit='MIT', gpl2='GPL-2.0-only', gpl3='GPL-3.0-only', bsd3='BSD-3-Clause')
+statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']  # status = 3: '3 - Alpha'
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
-lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 bench_requirements = cfg.get('bench_requirements', '').split()
-readme = Path('README.md')
+readme = here/'README.md'
 
 setuptools.setup(
     name=cfg['lib_name'],
-    license=lic[0],
-    classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
+    license=licenses.get(cfg['license'].lower(), cfg['license']),
+    license_files=['LICENSE'],
+    classifiers=['Development Status :: ' + statuses[int(cfg['status'])-1],
                  'Intended Audience :: ' + cfg['audience'].title(),
                  'Natural Language :: ' + cfg['language'].title()]
         + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
-        + (['License :: ' + lic[1]] if lic[1] else []),
+        + ['Topic :: ' + o.strip() for o in cfg.get('topics', '').splitlines() if o.strip()],
     url=cfg['git_url'],
+    project_urls={'Documentation': cfg['doc_host'] + cfg['doc_baseurl'], 'Source': cfg['git_url'],
+                  'Issues': cfg['git_url'] + '/issues', 'Changelog': cfg['git_url'] + '/blob/' + cfg['branch'] + '/CHANGELOG.md'},
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,

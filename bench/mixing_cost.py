@@ -4,9 +4,9 @@
 
 Every method mixes the same batch, in one process, in interleaved rounds; each figure is the median time a training
 step pays to turn a batch into the mixed input and the targets (or λ) its loss needs, beyond refilling the batch, and
-that time as a multiple of one copy of the batch into a preallocated buffer. Writes mixing_cost.csv, .md and .png to
-`--out`; prints and records PASS/MISS for the targets of issue 5 without failing. bench/README.md says why it is
-measured this way.
+that time as a multiple of one copy of the batch into a preallocated buffer. Writes mixing_cost.csv, .md and .png, and
+the README's headline, mixing_cost_summary.md, to `--out`; prints and records PASS/MISS for the targets of issue 5
+without failing. bench/README.md says why it is measured this way.
 """
 from __future__ import annotations
 import argparse, contextlib, csv, datetime, gc, math, os, platform, shlex, statistics, subprocess, sys, time, warnings
@@ -386,6 +386,26 @@ def write_md(path, results, mi, dev, cmd, skipped, quick):
             L += [f"### Profile of {label} on {shape.name} (a target above missed)", '', '```', table.rstrip(), '```', '']
     Path(path).write_text('\n'.join(L))
 
+def write_summary(csv_path, path):
+    """The headline, from the CSV alone (so `--summary` rewrites it without timing anything): on the first shape, this
+    library's `CutMix()` and `MixUp()` against fastai's and the fastest peer doing the same, in batch copies"""
+    with open(csv_path, newline='') as f: rows = list(csv.DictReader(f))
+    shape = rows[0]['shape']
+    rows = [r for r in rows if r['shape']==shape]
+    def row(what, name, op, mode):
+        ours = next(r for r in rows if r['library']=='fastai_cutmix' and r['method']==name)
+        fastai = next((r for r in rows if r['library']=='fastai' and r['op']==op), None)
+        peers = [r for r in rows if r['library'] not in ('fastai_cutmix', 'fastai', 'unit') and r['op']==op
+                 and (mode is None or r['mode']==mode)]
+        best = min(peers, key=lambda r: float(r['median_ms'])) if peers else None
+        cells = [f"**{float(ours['copies']):.2f}**", f"{float(fastai['copies']):.2f}" if fastai else 'n/a',
+                 f"{float(best['copies']):.2f} ({best['library']})" if best else 'n/a']
+        return f"| {what} | " + ' | '.join(cells) + ' |'
+    Path(path).write_text('\n'.join([
+        f"Time to mix one {shape.replace('x', '×')} float32 batch on {rows[0]['device'].upper()}, in copies of the batch (lower is better):", '',
+        '| method | fastai_cutmix | fastai | fastest peer |', '|---|---:|---:|---:|',
+        row('CutMix, one box per batch', 'CutMix()', 'cutmix', 'batch'), row('MixUp', 'MixUp()', 'mixup', None)]) + '\n')
+
 def write_png(path, results, mi):
     import matplotlib
     matplotlib.use('Agg')
@@ -421,7 +441,11 @@ def main(argv=None):
     ap.add_argument('--reps', type=int, help="timed rounds for every shape (default: each shape's own)")
     ap.add_argument('--threads', type=int, help="torch threads (default: torch's own); 1 steadies the figures on a machine other jobs share")
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--summary', action='store_true', help='only rewrite mixing_cost_summary.md from the mixing_cost.csv in --out')
     args = ap.parse_args(argv)
+    if args.summary:
+        write_summary(args.out/'mixing_cost.csv', args.out/'mixing_cost_summary.md')
+        return 0
     t_start = time.perf_counter()
     if args.threads: torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -456,7 +480,8 @@ def main(argv=None):
     write_csv(args.out/'mixing_cost.csv', results, dev)
     write_md(args.out/'mixing_cost.md', results, mi, dev, cmd, skipped, args.quick)
     write_png(args.out/'mixing_cost.png', results, mi)
-    print(f"Wrote {', '.join(str(args.out/f'mixing_cost.{e}') for e in ('csv', 'md', 'png'))} in {time.perf_counter()-t_start:.0f} s")
+    write_summary(args.out/'mixing_cost.csv', args.out/'mixing_cost_summary.md')
+    print(f"Wrote {', '.join(str(args.out/f'mixing_cost{e}') for e in ('.csv', '.md', '.png', '_summary.md'))} in {time.perf_counter()-t_start:.0f} s")
     return 0
 
 if __name__ == '__main__': sys.exit(main())

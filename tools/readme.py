@@ -1,26 +1,91 @@
-"""Write README.md from nbs/index.ipynb without Quarto: nbdev's own notebook processing (`proc_nbs`, as for the
-docs), then nbconvert's Markdown exporter. The front matter becomes the title; links into the docs site are kept
-as plain code names, since README readers may not have the site. The measured figures come in through the notebook's
-`<!-- include: PATH -->` and `<!-- image: PATH -->` lines (tools/includes.py)."""
-import re, sys
+"""Write README.md, and its picture, from nbs/index.ipynb without Quarto: nbdev's own notebook processing (`proc_nbs`,
+as for the docs), then nbconvert's Markdown exporter. The front matter becomes the title; links into the docs site are
+kept as plain code names, since README readers may not have the site. The measured figures come in through the
+notebook's `<!-- include: PATH -->` and `<!-- image: PATH -->` lines (tools/includes.py).
+
+The README is also PyPI's long description, where only absolute URLs work: pictures point at the repository's raw
+files, links to the docs' pages (`03_cutmix.html`, as the site's pages link to each other) at the published site
+(settings.ini's doc_host and doc_baseurl), and other relative links at the repository's files (git_url, branch).
+
+A code cell with `#| readme-picture: PATH` is run (after the notebook's other code cells before it, as `nbdev_test`
+runs them), its figure saved to PATH, and the cell shown in the README as that picture alone."""
+import random, re, sys
 from pathlib import Path
-import yaml
+import nbformat, yaml
+from fastcore.basics import AttrDict
+from fastcore.xtras import working_directory
 from nbconvert import MarkdownExporter
 from nbdev.config import get_config
+from nbdev.process import extract_directives
 from nbdev.serve import proc_nbs
 from includes import expand
 
 cfg = get_config()
+root = cfg.config_path
+repo = cfg.git_url.rstrip('/')
+raw = re.sub(r'^https://github\.com/', 'https://raw.githubusercontent.com/', repo) + f'/{cfg.branch}/'
+site = (cfg.doc_host + cfg.doc_baseurl).rstrip('/') + '/'
+pages = {nb.stem for nb in Path(cfg.nbs_path).glob('*.ipynb')}
+
+def directives(src):
+    "A cell's `#|` directives as nbdev reads them: `#| eval: false` -> {'eval:': ['false']}"
+    return extract_directives(AttrDict(source=src), remove=False)
+
+def picture(src):
+    "Where a cell's figure goes in the README: its `#| readme-picture: PATH`, or None"
+    return directives(src).get('readme-picture:', [None])[0]
+
+def pictures(fn):
+    "Run the code cells of notebook `fn` as `nbdev_test` does, up to its last `readme-picture` cell; save each such figure"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    srcs = [c.source for c in nbformat.read(fn, as_version=4).cells if c.cell_type == 'code']
+    todo = [pic for src in srcs if (pic := picture(src))]
+    ns,flags = {},set(cfg.tst_flags.split())
+    random.seed(0)  # a fastai DataLoader's shuffling seeds itself from `random` when built: the same picture each time
+    for src in srcs:
+        if not todo: break
+        d = directives(src)
+        if d.get('eval:', [''])[0].lower() == 'false' or flags & d.keys(): continue
+        with working_directory(fn.parent): exec(compile(src, str(fn), 'exec'), ns)
+        if pic := picture(src):
+            (root/pic).parent.mkdir(parents=True, exist_ok=True)
+            # no Software tag: the same picture from another matplotlib release is the same file
+            plt.gcf().savefig(root/pic, dpi=80, bbox_inches='tight', metadata={'Software': None})
+            plt.close('all')
+            todo.remove(pic)
+
+def absolute(body):
+    "`body` with every relative link and picture made absolute, for PyPI; fails if one is left relative"
+    def link(m):
+        bang,text,url = m.groups()
+        if re.match(r'[a-z][a-z0-9+.-]*:|#', url): return m[0]
+        if bang: return f'![{text}]({raw}{url})'
+        page = url.split('#')[0]
+        if page.endswith('.html') and page[:-5] in pages: return f'[{text}]({site}{url})'
+        return f'[{text}]({repo}/blob/{cfg.branch}/{url})'
+    parts = re.split(r'(```.*?```)', body, flags=re.S)  # not in fenced code
+    parts = [p if i%2 else re.sub(r'(!?)\[([^\]]*)\]\(([^)\s]+)\)', link, p) for i,p in enumerate(parts)]
+    if left := [u for p in parts[::2] for u in re.findall(r'\]\(([^)\s]+)\)', p) if not re.match(r'https?:|#', u)]:
+        sys.exit(f'README.md would have relative links, which fail on PyPI: {left}')
+    return ''.join(parts)
+
+nb_fn = Path(cfg.nbs_path)/cfg.get('readme_nb', 'index.ipynb')
+pictures(nb_fn)
 proc_nbs(cfg.nbs_path, n_workers=0)
-md,_ = MarkdownExporter().from_filename(str(cfg.config_path/'_proc'/cfg.get('readme_nb', 'index.ipynb')))
+nb = nbformat.read(cfg.config_path/'_proc'/nb_fn.name, as_version=4)
+for i,c in enumerate(nb.cells):  # a picture cell is its picture
+    if c.cell_type == 'code' and (pic := picture(c.source)):
+        nb.cells[i] = nbformat.v4.new_markdown_cell(f'<!-- image: {pic} -->')
+md,_ = MarkdownExporter().from_notebook_node(nb)
 fm,body = re.match(r'---\n(.*?)\n---\n(.*)', md, re.S).groups()
 fm = yaml.safe_load(fm)
 body = re.sub(r'\n*<!-- WARNING: THIS FILE WAS AUTOGENERATED! DO NOT EDIT! -->\n*', '', body)
 body = re.sub(r'\[`([^`]+)`\]\(' + re.escape(cfg.doc_host) + r'[^)]*\)', r'`\1`', body)
-body = expand(body, cfg.config_path, lambda p: f'![{Path(p).stem}]({p})')  # the PNG in the repository
+body = expand(body, root, lambda p: f'![{Path(p).stem}]({p})')  # made absolute below
 body = re.sub(r'^#\|.*\n', '', body, flags=re.M)  # Quarto's cell directives (`#| eval: false`) are not for readers
-body = re.sub(r'\n{3,}', '\n\n', body).strip()
+body = absolute(re.sub(r'\n{3,}', '\n\n', body).strip())
 head,sep,rest = body.partition('```\n')  # the two commands come first, the summary right after them
 readme = f"# {fm['title']}\n\n{head}{sep}\n> {fm['description']}\n\n{rest.lstrip()}\n\n<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file. -->\n"
-Path(cfg.config_path/'README.md').write_text(readme)
+Path(root/'README.md').write_text(readme)
 print('wrote README.md', file=sys.stderr)
