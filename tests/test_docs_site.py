@@ -1,10 +1,12 @@
 """The docs site in _site/, as a reader's browser sees it: headless Chromium (Debian's, with its chromedriver)
 crawls every page from a local server and checks that each loads, logs no error, fetches nothing from outside,
-shows its pictures and its show_doc signatures, and that search finds a term; it saves a screenshot of the index.
+shows its pictures and its show_doc signatures, shows each table once and whole, with no Markdown left as text, and
+that search finds a term; it saves a screenshot of every page, to be looked at (DOCS_SCREENSHOTS: where, by default
+_site/screenshots/).
 
 Skipped where the site is not built (`bash tools/docs.sh`) or Chromium is missing (`bash tools/setup.sh`);
 tools/test.sh runs it after the build with DOCS_SITE_REQUIRED=1, which turns those skips into failures."""
-import functools, json, os, re, shutil, threading, urllib.request
+import base64, functools, inspect, json, os, re, shutil, threading, urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
@@ -21,6 +23,7 @@ site = root/'_site'
 driver_path = '/usr/bin/chromedriver'
 pictures = [f'{n}.html' for n in ('index', '02_mixup', '03_cutmix', '04_show', '05_choice', '06_fmix', '07_resizemix', '08_ricap')]  # pages that draw mixed batches
 wait_s = 20  # the bound on every wait: a page load, a script, a request, search results
+window = 1280, 900  # a laptop's browser: material shows both sidebars, and the content column between them
 
 def need(ok, why):
     "Skip unless `ok`; fail instead where DOCS_SITE_REQUIRED=1 (CI, right after building the site)"
@@ -54,7 +57,7 @@ def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which('chromium')
     for a in ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-              '--disable-component-update', '--disable-sync', '--no-first-run', '--window-size=1280,1000']:
+              '--disable-component-update', '--disable-sync', '--no-first-run', '--window-size={},{}'.format(*window)]:
         opts.add_argument(a)
     opts.set_capability('goog:loggingPrefs', {'browser': 'ALL', 'performance': 'ALL'})
     d = webdriver.Chrome(service=Service(driver_path), options=opts)  # a driver path: Selenium Manager never runs
@@ -77,8 +80,21 @@ def status(url):
     except urllib.error.HTTPError as e: return e.code
 
 # Read from each page: its images (and those not loaded), its show_doc blocks (a heading, then the signature),
-# its navigation, its links and its elements' ids
-page_js = """return {
+# its navigation and table of contents, its links and its elements' ids, and what a reader should not see: a table
+# twice in a row, Markdown left as text, a table cut off at the content column's right edge, code on the benchmarks page
+page_js = """const art = document.querySelector('article.md-content__inner'), code = 'code, pre, .highlight, script, style';
+const texts = e => { // the text nodes of `e` a reader sees as prose: none in code, none hidden (a copy button's)
+  const prose = n => !n.parentElement.closest(code) && n.parentElement.checkVisibility(), res = [];
+  const w = document.createTreeWalker(e, NodeFilter.SHOW_TEXT,
+    {acceptNode: n => prose(n) ? NodeFilter.FILTER_ACCEPT : NodeFilter.FILTER_REJECT});
+  for (let n; (n = w.nextNode());) res.push(n);
+  return res };
+const first = e => { // the first text of `e`, in code or not
+  const w = document.createTreeWalker(e, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+    n.data.trim() ? NodeFilter.FILTER_ACCEPT : NodeFilter.FILTER_SKIP});
+  return w.nextNode() };
+const tables = [...art.querySelectorAll('table')], col = art.getBoundingClientRect(), r = document.createRange();
+return {
   imgs: document.images.length,
   broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80)),
   show_docs: [...document.querySelectorAll('.jp-RenderedMarkdown h3')].filter(h => h.nextElementSibling
@@ -89,8 +105,33 @@ page_js = """return {
       return [h.textContent.trim(), sig, tbl] }),
   nav: [...document.querySelectorAll('.md-nav--primary > .md-nav__list > .md-nav__item > a.md-nav__link')]
     .map(a => [a.getAttribute('href'), a.textContent.trim()]),
+  toc: [...document.querySelectorAll('nav.md-nav--secondary a.md-nav__link')].map(a => { // depth: lists it is in
+    let d = 0;
+    for (let e = a; !e.matches('nav.md-nav--secondary'); e = e.parentElement) d += e.matches('ul');
+    return [d, a.textContent.trim()] }),
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
-  ids: [...document.querySelectorAll('[id]')].map(e => e.id)}"""
+  ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+  twice: tables.filter((t, i) => { // the same table as the one before, with nothing between them
+    const p = tables[i-1];
+    if (!p || p.contains(t) || p.textContent != t.textContent) return false;
+    r.setStartAfter(p); r.setEndBefore(t);
+    return !r.toString().trim() && !r.cloneContents().querySelector('img') })
+    .map(t => t.textContent.trim().slice(0, 80)),
+  markdown: [ // markers Markdown should have turned into formatting: in prose, outside code
+    ...texts(art).map(n => n.data).filter(s => /\\*\\*|`|#\\|/.test(s)),
+    ...[...art.querySelectorAll('p, li, td, th, h1, h2, h3, h4, h5, h6, blockquote')].map(first)
+      .filter(n => n && !n.parentElement.closest(code) && n.data.trim().startsWith('*')).map(n => n.data),
+    ...[...art.querySelectorAll('pre')].map(e => e.textContent) // a link in code (nbdev's: [`name`](url))
+      .filter(s => /\\[`[^`\\]]+`\\]\\(/.test(s))]
+    .map(s => s.trim().slice(0, 80)),
+  cut: tables.filter(t => { // past the column's right edge, or in a box that scrolls or clips it
+    if (!t.getClientRects().length) return false;
+    for (let e = t; e !== art; e = e.parentElement)
+      if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX != 'visible') return true;
+    return [...t.querySelectorAll('th, td')].some(c => c.getBoundingClientRect().right > col.right + 1) })
+    .map(t => [t.rows[0].textContent.replace(/\\s+/g, " ").trim().slice(0, 60), `${t.scrollWidth} px in ${col.width|0}`]),
+  code_shown: [...art.querySelectorAll('.jp-CodeCell .jp-InputArea')].filter(e => e.getClientRects().length)
+    .map(e => e.textContent.trim().slice(0, 60))}"""
 
 @pytest.fixture(scope='module')
 def pages(base, browser):
@@ -167,8 +208,10 @@ def test_show_doc_has_parameter_tables(pages):
     "Under every show_doc signature that takes parameters, a table of them (type, default, details), as nbdev's sites have"
     docs = [(n, name, sig, tbl) for n,p in pages.items() for name,sig,tbl in p.get('show_docs', [])]
     assert len(docs) > 20
-    # parameters of this library's own: a fastai `Transform` or an exception that keeps its base's `__init__` has none
-    inherited = {'enc', 'dec', 'split_idx', 'order', '*args', '**kwargs'}
+    # parameters of this library's own: a fastai `Transform`, a `Callback` (its events) or an exception that keeps its
+    # base's `__init__` has none
+    from fastai.callback.core import Callback
+    inherited = {'enc', 'dec', 'split_idx', 'order', '*args', '**kwargs', *inspect.signature(Callback).parameters}
     def params(sig):
         "The parameters' names in a signature as show_doc writes it (with docments as `# comments`)"
         s = re.sub(r'#.*', '', sig)
@@ -186,9 +229,40 @@ def test_search_finds_ricap(base, browser):
         lambda d: d.find_elements(By.CSS_SELECTOR, '.md-search-result__item a[href]'))
     assert any('08_ricap.html' in h.get_attribute('href') for h in hits)
 
-def test_screenshot_index(base, browser):
-    "The CI artifact: the index page as a reader first sees it"
-    browser.get(base + 'index.html')
-    out = site/'screenshots'/'index.png'
-    out.parent.mkdir(exist_ok=True)
-    assert browser.save_screenshot(str(out)) and out.stat().st_size > 10_000
+def test_tables_render_once(pages):
+    "No table follows an identical one: show_doc's table of parameters is rendered once"
+    assert {n: p['twice'] for n,p in pages.items() if p.get('twice')} == {}
+
+def test_no_markdown_left_as_text(pages):
+    "In prose, no `**`, backtick or `#|` directive, and no paragraph, item or cell that starts with `*`; in code, no link"
+    assert {n: p['markdown'] for n,p in pages.items() if p.get('markdown')} == {}
+
+def test_tables_fit_the_content_column(pages):
+    "At 1280x900 every table, its last column included, is within the content column and needs no scrolling"
+    assert {n: p['cut'] for n,p in pages.items() if p.get('cut')} == {}
+
+def test_index_toc_has_two_levels(pages):
+    "The index page's table of contents nests its entries two deep at most (sections and their subsections)"
+    toc = pages['index.html']['toc']
+    assert toc and [e for e in toc if e[0] > 2] == []
+
+def test_bench_page_shows_reports_not_code(pages):
+    "The benchmarks page shows the reports (tables and charts), not the code that displays them"
+    p = pages['10_bench.html']
+    assert p['code_shown'] == [] and p['imgs'] >= 2
+
+def test_screenshots(base, browser, pages):
+    "A screenshot of every page, whole, at the window's width: to look at (the CI artifact), in DOCS_SCREENSHOTS"
+    out = Path(os.environ.get('DOCS_SCREENSHOTS') or site/'screenshots')
+    out.mkdir(parents=True, exist_ok=True)
+    for n,p in pages.items():
+        if p['status'] != 200: continue
+        browser.get(base + n)
+        WebDriverWait(browser, wait_s).until(lambda d: d.execute_script(
+            "return document.readyState == 'complete' && [...document.images].every(i => i.complete)"))
+        h = browser.execute_script('return document.documentElement.scrollHeight')
+        png = browser.execute_cdp_cmd('Page.captureScreenshot', {'format': 'png', 'captureBeyondViewport': True,
+            'clip': {'x': 0, 'y': 0, 'width': window[0], 'height': h, 'scale': 1}})['data']
+        f = out/n.replace('/', '_').replace('.html', '.png')
+        f.write_bytes(base64.b64decode(png))
+        assert f.stat().st_size > 10_000, f'{f} is nearly empty'

@@ -1,8 +1,8 @@
 """Write the docs site's pages into _mkdocs/ without Quarto (tools/docs.sh then renders them with mkdocs): nbdev's
-processed notebooks (`proc_nbs`: show_doc rendered, hidden and exported cells dropped), each with the outputs of
-running its notebook in nbs/ as `nbdev_test` does, and rewritten where Quarto and mkdocs-jupyter read a notebook
-differently: front matter, `#|` directives, Pandoc's link attributes, links into the published site, headings."""
-import json, posixpath, re, shutil, sys, time
+processed notebooks (as `proc_nbs` makes them: show_doc rendered, hidden and exported cells dropped), each with the
+outputs of running its notebook in nbs/ as `nbdev_test` does, and rewritten where Quarto and mkdocs-jupyter read a
+notebook differently: front matter, `#|` directives, Pandoc's link attributes, links into the published site, headings."""
+import json, posixpath, re, shutil, sys, tempfile, time
 from collections import Counter
 from pathlib import Path
 import yaml
@@ -15,25 +15,46 @@ from nbdev.config import get_config
 from nbdev.doclinks import nbglob
 from nbdev.frontmatter import FrontmatterProc
 from nbdev.process import NBProcessor
-from nbdev.serve import proc_nbs
+from nbdev import serve_drv
+from nbdev.processors import FilterDefaults
 from includes import expand, inline_png
 from nbdev import showdoc
-from fastcore.docments import DocmentTbl, can_render, _maybe_nm
+from fastcore.docments import DocmentTbl, can_render, _bold, _list2row, _maybe_nm
+
+def md_text(s):
+    "`s` as literal Markdown text, code spans and URLs kept: a docstring's `*` or `_` (`(n, *size) mask`) starts no emphasis"
+    parts = re.split(r'(`[^`]*`|https?://[^\s)]+)', s)
+    return ''.join(p if i%2 else re.sub(r'([\\*_])', r'\\\1', p) for i,p in enumerate(parts))
+
+def cell_text(o):
+    "`o` (a name, type, default or docment) as the literal text of a Markdown table's cell: `|` (`float|Callable`) ends none"
+    return md_text(_maybe_nm(o)).replace('|', '\\|')
 
 class ParamTable(DocmentTbl):
-    "fastcore's table of parameters (type, default, docment), with `|` in a cell (`float|Callable`) escaped for Markdown"
-    def _row(self, nm, props): return [nm] + [_maybe_nm(props[c]).replace('|', '\\|') for c in self._columns]
+    "fastcore's table of parameters (type, default, docment), each cell's text literal (`cell_text`)"
+    def _row(self, nm, props): return [cell_text(nm)] + [cell_text(props[c]) for c in self._columns]
+    @property
+    def return_str(self): return _list2row(['**Returns**'] + [_bold(cell_text(self.dm['return'][c])) for c in self._columns])
 
 class TableRenderer(showdoc.BasicMarkdownRenderer):
-    "nbdev's `show_doc`, then the table of its parameters under the signature"
+    "nbdev's `show_doc` (fastcore's renders no table), with the docstring as literal text and a table of the parameters"
+    def __init__(self, sym, **kwargs):
+        super().__init__(sym, **kwargs)
+        self.docs = md_text(self.docs)
     def _repr_markdown_(self):
         tbl = str(ParamTable(self.sym)) if can_render(self.sym) else ''
         return super()._repr_markdown_() + (f'\n\n{tbl}' if tbl else '')
-showdoc.BasicMarkdownRenderer = TableRenderer  # `show_doc` reads it when it runs, in `proc_nbs` (in this process)
 
 cfg = get_config()
 dest = cfg.config_path/'_mkdocs'
 site = (cfg.doc_host + cfg.doc_baseurl).rstrip('/') + '/'  # where nbdev's links point: the published Quarto site
+
+def proc_nb(fn):
+    """nbdev's processed notebook `fn`, as `proc_nbs` makes it, but not in nbdev's _proc/: tools/readme.py processes
+    into that too, with nbdev's own renderer (no tables), and may do so while the notebooks run"""
+    with tempfile.TemporaryDirectory() as tmp:
+        serve_drv.main((fn, Path(tmp)/fn.name, FilterDefaults))
+        return json.loads((Path(tmp)/fn.name).read_text())
 
 def run_nb(fn):
     "Outputs of running `fn` as `nbdev_test` does (the same cells skipped, in its folder), by cell id; or the error"
@@ -73,6 +94,11 @@ def links(md, pages, here):
         return posixpath.relpath(pages[m[1]], here) + ('#' + slugify(m[2], '-') if m[2] else '')
     return re.sub(re.escape(site) + r'([\w./-]+\.html)(?:#([\w.-]+))?', local, md)
 
+def unlink_code(md):
+    "`md` without nbdev's links in its fenced code: `add_links` links names in show_doc's signature too, shown as text there"
+    parts = re.split(r'(```.*?```)', md, flags=re.S)
+    return ''.join(re.sub(r'\[(`[^`]+`)\]\([^)\s]*\)', r'\1', p) if i%2 else p for i,p in enumerate(parts))
+
 def headings(cells):
     """Headings as mkdocs-jupyter's table of contents reads them: code spans as HTML (it drops Markdown's), and,
     before a repeated heading, an anchor with the id the table gives it (`name_1`), which nbconvert's HTML lacks"""
@@ -104,21 +130,24 @@ def to_mkdocs(nb, outs, pages, here):
                     ''.join(o['data']['text/markdown']) for o in c['outputs'] if 'text/markdown' in o.get('data', {})))
             elif d.get('echo') is False: c['metadata']['tags'] = ['remove_input']  # see mkdocs.yml
         if c['cell_type'] == 'markdown':
-            c['source'] = links(expand(''.join(c['source']), cfg.config_path, inline_png(cfg.config_path)), pages, here)
+            md = expand(''.join(c['source']), cfg.config_path, inline_png(cfg.config_path))
+            c['source'] = unlink_code(links(md, pages, here))
     headings(nb['cells'])
     return nb
 
 if __name__ == '__main__':
     import docs  # `parallel` pickles `run_nb` by this name: running a notebook replaces the worker's `__main__`
+    # `show_doc` reads the renderer when it runs, in `proc_nb` (in this process). Patched here, once: this file runs
+    # twice, as `__main__` and as `docs`, and a patch at the top would subclass the first run's renderer (two tables)
+    showdoc.BasicMarkdownRenderer = TableRenderer
     nbs = Path(cfg.nbs_path)
     rels = sorted(fn.relative_to(nbs) for fn in nbglob(nbs, func=Path))
-    proc = proc_nbs(nbs, n_workers=0, force=True)  # always whole: a cached page would miss changes of the renderer
+    procd = {r: proc_nb(nbs/r) for r in rels}
     # fresh interpreters: a fork of this process, which has run the notebooks' exported cells (threads and all), can hang
     outs = parallel(docs.run_nb, [nbs/r for r in rels], n_workers=defaults.cpus, pause=0.01, method='spawn')
     if fails := [(r, o) for r,o in zip(rels, outs) if isinstance(o, str)]:
         for r,err in fails: print(f'docs: {r} failed:\n{err}', file=sys.stderr)
         sys.exit(1)
-    procd = {r: json.loads((proc/r).read_text()) for r in rels}
     # nbdev's page names (`output-file`, which its links use) -> the notebooks' names, which keep their order
     pages = {(r.parent/front_matter(nb).get('output-file', r.stem + '.html')).as_posix(): r.with_suffix('.html').as_posix()
              for r,nb in procd.items()}
@@ -126,4 +155,5 @@ if __name__ == '__main__':
     for (r,nb),o in zip(procd.items(), outs):
         (dest/r).parent.mkdir(parents=True, exist_ok=True)
         (dest/r).write_text(json.dumps(to_mkdocs(nb, o, pages, r.parent.as_posix()), indent=1))
+    shutil.copy(Path(__file__).with_name('docs.css'), dest)  # mkdocs.yml's extra_css: it must be among the pages
     print(f'docs: wrote {len(rels)} notebooks to {dest.name}/', file=sys.stderr)

@@ -3,6 +3,7 @@
 # notebooks, with their outputs, into _mkdocs/; mkdocs renders them (mkdocs.yml: material + mkdocs-jupyter),
 # --strict, so that a warning fails the build. Check the site with
 #   DOCS_SITE_REQUIRED=1 .venv/bin/python -m pytest tests/test_docs_site.py
+# which also saves a screenshot of every page, to look at, in _site/screenshots/ (or $DOCS_SCREENSHOTS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONWARNINGS=ignore MPLBACKEND=Agg NO_MKDOCS_2_WARNING=1
