@@ -4,49 +4,129 @@
 
 # %% ../nbs/09_cli.ipynb #bb7aedf6
 from __future__ import annotations
-import os, signal, textwrap, threading, warnings
+import os, platform, signal, textwrap, threading, time, warnings
 # importing fastai trips torch's deprecation of `torch.jit.script` (in `fastai.layers`): a FutureWarning on stderr at every
 # start of the command that its users can do nothing about. Only that warning is hidden, and it must be before the import
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 from fastai.vision.all import *
 import fastprogress
 import importlib
+from contextlib import nullcontext
 from .command import *
 from .command import _known
 from .data import fashion_mnist_dls, tiny_cnn, FMNIST_FILES, _idx_file
 from .core import MixHandler
 
 # %% auto #0
-__all__ = ['mixer', 'get_arch', 'OpenImage', 'ParentLabel', 'folder_dls', 'ResizeBatch', 'get_dls', 'make_learner',
-           'save_batch_png', 'save_curves_png', 'StopOnCtrlC', 'train', 'compare']
+__all__ = ['OWN_ARCHS', 'RUN_KEY', 'mixer', 'TimmMix', 'TimmMixUp', 'TimmCutMix', 'small_resnet', 'get_arch', 'OpenImage',
+           'ParentLabel', 'folder_dls', 'ResizeBatch', 'get_dls', 'make_learner', 'save_batch_png', 'save_curves_png',
+           'StopOnCtrlC', 'precision', 'ValidateLast', 'train', 'verdict', 'paired_gain', 'compare']
 
 # %% ../nbs/09_cli.ipynb #60ad945c
 def mixer(
     method:str, # A key of `METHODS` ('cutmix', 'mixup', ..., 'none')
-    peers:bool=False, # Also accept fastai's own callbacks (`PEERS`: 'fastai-mixup', 'fastai-cutmix'), as `compare` does
+    peers:bool=False, # Also accept other libraries' callbacks (`PEERS`: 'fastai-mixup', 'timm-cutmix', ...), as `compare` does
+    log=print, # Where to say which options `method` does not take
+    **opts # Options of the mixers (`alpha`, `p`, `per_sample`): each given to the class if it takes it; None: its default
 ):
-    "A fresh callback for `method` (a key of `METHODS`, or of `PEERS` if `peers`), or None for 'none'"
+    "A fresh callback for `method` (a key of `METHODS`, or of `PEERS` if `peers`) with the `opts` it takes, or None for 'none'"
     _known(method, peers)
-    if method in PEERS:
-        import fastai.callback.mixup as fm
-        return getattr(fm, PEERS[method])()
-    if METHODS[method] is None: return None
-    mod,name = METHODS[method].split('.')
-    return getattr(importlib.import_module(f'fastai_cutmix.{mod}'), name)()
+    path = {**METHODS, **PEERS}[method]
+    if path is None: return None
+    mod,name = path.rsplit('.', 1)
+    cls = getattr(importlib.import_module(mod), name)
+    kw = {}
+    for k,v in opts.items():
+        if v is None: continue
+        # asking the class is the one answer that cannot drift from it: a parameter of its own or of a parent's (through
+        # **kwargs), or refused with a TypeError (ResizeMix refuses `alpha`, fastai's MixUp has no `p`)
+        try: cls(**kw, **{k: v})
+        except TypeError:
+            log(f"--{k.replace('_', '-')} does not apply to {method} ({name} takes no {k}): it keeps its own default")
+            continue
+        kw[k] = v
+    return cls(**kw)
+
+# %% ../nbs/09_cli.ipynb #6c2afbb8
+class TimmMix(Callback):
+    "timm's `Mixup` (MixUp or CutMix) mixing the training batches, with `SoftTargetCrossEntropy` on its soft targets"
+    run_valid = False
+    def __init__(self,
+        alpha:float=1., # Concentration of Beta(`alpha`, `alpha`), > 0
+        cutmix:bool=False, # timm's CutMix (True) or its MixUp
+        p:float=1., # Probability of mixing a batch (timm's `prob`)
+        per_sample:bool=False, # A λ for each sample (timm's 'elem' mode) or one for the batch ('batch' mode)
+        label_smoothing:float=None, # timm's smoothing of the soft targets (default: that of the learner's loss, if any)
+    ):
+        try: from timm.data import Mixup
+        except ImportError: raise CLIError(f"{type(self).__name__} drives timm's Mixup: install timm (pip install timm)") from None
+        if not alpha>0: raise ValueError(f"{type(self).__name__}: alpha must be > 0, got {alpha!r}")
+        self.mix_args = dict(mixup_alpha=0. if cutmix else alpha, cutmix_alpha=alpha if cutmix else 0., prob=p,
+                             mode='elem' if per_sample else 'batch')
+        self.label_smoothing,self.mix = label_smoothing,None
+
+    def before_fit(self):
+        from timm.data import Mixup
+        # as the learner's loss smooths the labels (`LabelSmoothingCrossEntropyFlat`'s `eps`), so timm smooths the soft targets
+        ls = ifnone(self.label_smoothing, getattr(self.learn.loss_func, 'eps', 0.))
+        self.mix = Mixup(num_classes=self.dls.c, label_smoothing=ls, **self.mix_args)
+
+    def before_batch(self):
+        x,y = self.x,self.y
+        if len(x)%2: raise ValueError(f"{type(self).__name__}: timm's Mixup pairs the batch with itself reversed and needs an "
+                                      f"even batch size, got {len(x)}: use an even --bs")
+        x,self.soft = self.mix(x, y)
+        self.learn.xb = (x,)
+
+    def after_loss(self):
+        from timm.loss import SoftTargetCrossEntropy
+        self.learn.loss_grad = SoftTargetCrossEntropy()(self.pred.float(), self.soft)
+        self.learn.loss = self.loss_grad.clone()
+
+class TimmMixUp(TimmMix):
+    "timm's MixUp: `TimmMix` with `cutmix=False`, α 0.4 by default as `MixUp`'s"
+    def __init__(self,
+        alpha:float=.4, # Concentration of Beta(`alpha`, `alpha`), > 0
+        **kwargs # `TimmMix`'s `p`, `per_sample`, `label_smoothing`
+    ): super().__init__(alpha, cutmix=False, **kwargs)
+
+class TimmCutMix(TimmMix):
+    "timm's CutMix: `TimmMix` with `cutmix=True`, α 1 by default as `CutMix`'s"
+    def __init__(self,
+        alpha:float=1., # Concentration of Beta(`alpha`, `alpha`), > 0
+        **kwargs # `TimmMix`'s `p`, `per_sample`, `label_smoothing`
+    ): super().__init__(alpha, cutmix=True, **kwargs)
 
 # %% ../nbs/09_cli.ipynb #63773dd6
+def small_resnet(
+    n_in:int=1, # Input channels
+    n_out:int=10, # Classes
+    nfs:tuple=(16, 32, 64), # Channels of the three stages; the second and the third halve the resolution
+    n_blocks:int=1, # `ResBlock`s per stage
+)->nn.Sequential:
+    "A ResNet for small images (28×28): a 3×3 stem and three stages of fastai `ResBlock`s, average pooling and a linear head"
+    layers,ni = [ConvLayer(n_in, nfs[0])],nfs[0]
+    for i,nf in enumerate(nfs):
+        for j in range(n_blocks):
+            layers.append(ResBlock(1, ni, nf, stride=2 if i and not j else 1))
+            ni = nf
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(ni, n_out))
+
+# the architectures of this library's own, by their --arch names
+OWN_ARCHS = {'tiny': tiny_cnn, 'small-resnet': small_resnet}
+
 def get_arch(
-    name:str, # 'tiny', a torchvision model name ('resnet18') or a timm one
+    name:str, # 'tiny', 'small-resnet', a torchvision model name ('resnet18') or a timm one
 ):
-    "'tiny' (the small CNN), a torchvision model name, or a timm model name (with timm installed)"
-    if name=='tiny': return name
+    "A key of `OWN_ARCHS` ('tiny', 'small-resnet'), a torchvision model name, or a timm model name (with timm installed)"
+    if name in OWN_ARCHS: return name
     import torchvision.models as tvm
     if name in tvm.list_models(module=tvm): return getattr(tvm, name)
     try:
         import timm
         if name in timm.list_models(): return name
     except ImportError: pass
-    raise CLIError(f"unknown --arch {name!r}: use 'tiny', a torchvision model name (resnet18, resnet34, resnet50, "
+    raise CLIError(f"unknown --arch {name!r}: use 'tiny', 'small-resnet', a torchvision model name (resnet18, resnet34, resnet50, "
                    "convnext_tiny, ...) or, with timm installed, a timm model name")
 
 # %% ../nbs/09_cli.ipynb #608b766e
@@ -68,12 +148,21 @@ def _unreadable(fn)->str|None:
         with Image.open(fn): return None
     except OSError as e: return f"{type(e).__name__}: {e}" # `UnidentifiedImageError` is an `OSError`
 
+def _fewer(splitter, pct, seed):
+    "`splitter` keeping `pct`% of the training indices (at least one), drawn with `seed`: the rest are used by neither split"
+    def f(items):
+        train,valid = splitter(items)
+        keep = np.random.default_rng(seed).permutation(len(train))[:max(1, round(len(train)*pct/100))]
+        return L(train)[sorted(keep)],valid
+    return f
+
 def folder_dls(
     path:str|Path, # The image folder
     size:int=128, # Images are resized (squished) to `size`×`size`
     bs:int=64, # Batch size (at most the number of training images)
     seed:int=0, # Seed of the random validation split
     valid_pct:float=.2, # Share held out for validation when there are no train/valid folders
+    train_pct:float=100, # Train on this percentage of the training images, drawn with `seed`
     **kwargs # Passed to `DataBlock.dataloaders`
 )->DataLoaders:
     "`DataLoaders` from an image folder in one of fastai's usual layouts, with clear errors for the others"
@@ -90,13 +179,15 @@ def folder_dls(
         for n in ('train', valid):
             if not any(f.parent.parent.name==n for f in files): raise CLIError(f"DATA {path/n} holds no images in class folders; expected {layout}")
     else: splitter = RandomSplitter(valid_pct, seed=seed)
+    if train_pct<100: splitter = _fewer(splitter, train_pct, seed)
     bad = {f: why for f in files if (why := _unreadable(f))}
     if bad: raise CLIError(f"DATA {path}: {len(bad)} file{'s'*(len(bad)>1)} cannot be read as an image: "
                            + '; '.join(f"{f} ({why})" for f,why in list(bad.items())[:3]) + ('; ...' if len(bad)>3 else '')
                            + ". Remove or replace them")
     classes = sorted({parent_label(f) for f in files})
     if len(classes)<2: raise CLIError(f"DATA {path} has images of {len(classes)} class ({classes}); expected {layout}, with two classes or more")
-    dblock = DataBlock((TransformBlock(batch_tfms=IntToFloatTensor), CategoryBlock), get_items=_files, splitter=splitter,
+    # every class in the vocabulary, also one that a small share of the training images misses
+    dblock = DataBlock((TransformBlock(batch_tfms=IntToFloatTensor), CategoryBlock(vocab=classes)), get_items=_files, splitter=splitter,
                        get_x=OpenImage(), get_y=ParentLabel(),
                        item_tfms=Resize(size, method='squish'), batch_tfms=Normalize.from_stats(*imagenet_stats))
     dsets = dblock.datasets(path)
@@ -119,6 +210,7 @@ def get_dls(
     seed:int=0, # Seed of the random validation split (folders)
     n_train:int=None, # Fashion-MNIST: the first `n_train` training images (default: all)
     n_valid:int=None, # Fashion-MNIST: the first `n_valid` test images, for validation (default: all)
+    train_pct:float=None, # Image folder: the percentage of its training images to train on (default: all)
 )->DataLoaders:
     "The `DataLoaders` `train` and `compare` use"
     if data is not None:
@@ -128,9 +220,12 @@ def get_dls(
             raise CLIError(f"DATA {data} holds part of Fashion-MNIST: {', '.join(missing)} (gzipped or not) missing")
         if missing: # not Fashion-MNIST: an image folder
             if (n_train or n_valid) and Path(data).is_dir():
-                raise CLIError(f"--n-train and --n-valid take the first images of Fashion-MNIST; DATA {data} is an image folder, "
-                               "which is used whole: leave them out (or make a smaller folder)")
-            return folder_dls(data, size=ifnone(size, 128), bs=bs, seed=seed)
+                raise CLIError(f"--n-train and --n-valid take the first images of Fashion-MNIST; DATA {data} is an image folder: "
+                               "leave them out, or give --train-pct for a share of its training images (compare)")
+            return folder_dls(data, size=ifnone(size, 128), bs=bs, seed=seed, train_pct=ifnone(train_pct, 100))
+    if train_pct is not None: raise CLIError(f"--train-pct takes a share of an image folder's training images; DATA "
+                                             f"{data or '(none)'} is Fashion-MNIST: give sizes with --n-train instead")
+    if n_train and n_train>60_000: raise CLIError(f"--n-train {n_train}: Fashion-MNIST has 60,000 training images")
     try: dls = fashion_mnist_dls(bs=bs, n_train=n_train, n_valid=n_valid, path=data)
     except FileNotFoundError as e:
         raise CLIError(f"{e} To fastai_cutmix, that folder is DATA: `fastai_cutmix train FOLDER`.") from None
@@ -161,18 +256,19 @@ def _hub_offline():
 def make_learner(
     dls:DataLoaders, # The data
     arch:str='resnet18', # 'tiny', or a torchvision or timm model name
-    method:str='cutmix', # A key of `METHODS`
+    method:str='cutmix', # A key of `METHODS` or `PEERS`
     pretrained:bool=None, # Use pretrained weights (default: yes for named architectures)
     log=print, # Where to say what it did
-    **kwargs # Passed to `Learner` / `vision_learner` (e.g. `cbs`)
+    opts:dict=None, # Options of the mixer (`alpha`, `p`, `per_sample`), for `mixer`
+    **kwargs # Passed to `Learner` / `vision_learner` (e.g. `cbs`, `loss_func`, `wd`)
 )->Learner:
     "A learner on `dls` with `arch` and the mixing callback of `method`, and `accuracy` as its metric"
-    a,cb = get_arch(arch),mixer(method, peers=True)
+    a,cb = get_arch(arch),mixer(method, peers=True, log=log, **(opts or {}))
     n_in,n_out = dls.one_batch()[0].shape[1],dls.c
     cbs = L(kwargs.pop('cbs', None)) + L(cb)
-    if a=='tiny':
-        if pretrained: log("--arch tiny has no pretrained weights: training from random initialisation")
-        return Learner(dls, tiny_cnn(n_in, n_out), metrics=accuracy, cbs=cbs, **kwargs)
+    if a in OWN_ARCHS:
+        if pretrained: log(f"--arch {a} has no pretrained weights: training from random initialisation")
+        return Learner(dls, OWN_ARCHS[a](n_in, n_out), metrics=accuracy, cbs=cbs, **kwargs)
     if pretrained is None or pretrained:
         if arch not in _no_weights:
             try: return vision_learner(dls, a, pretrained=True, n_in=n_in, metrics=accuracy, cbs=cbs, **kwargs)
@@ -241,6 +337,36 @@ class StopOnCtrlC(Callback):
     def after_batch(self):
         if self.pressed: raise KeyboardInterrupt
 
+# %% ../nbs/09_cli.ipynb #8fe7a6a9
+def _cpu_bf16()->bool:
+    "Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX); elsewhere PyTorch emulates it, slower than float32"
+    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): return False
+
+def precision(
+    learn:Learner, # The learner to train
+    on:bool=True, # Mixed precision if the machine has it; False: float32, as usual
+    log=print, # Where to say that this machine has no fast half precision
+)->tuple: # (a context to fit in, the name of the precision)
+    "Mixed precision as this machine has it: fastai's `to_bf16`/`to_fp16` on a GPU, bfloat16 autocast on a CPU that computes in it"
+    if not on: return nullcontext(),'float32'
+    dev = learn.dls.device.type
+    if dev=='cuda': # fastai's `MixedPrecision` callback, which enters autocast itself
+        bf16 = torch.cuda.is_bf16_supported()
+        learn.to_bf16() if bf16 else learn.to_fp16()
+        return nullcontext(),('bfloat16' if bf16 else 'float16')
+    if dev=='cpu' and _cpu_bf16(): return torch.autocast('cpu', dtype=torch.bfloat16),'bfloat16'
+    log(f"--mixed-precision: {'this CPU has no native bfloat16 (PyTorch would emulate it, slower than float32)' if dev=='cpu' else f'not on {dev}'}"
+        ": training in float32")
+    return nullcontext(),'float32'
+
+# %% ../nbs/09_cli.ipynb #6f7a55d0
+class ValidateLast(Callback):
+    "Skip validation but after the last epoch"
+    order = Recorder.order+1 # after the recorder has reset its metrics: the skipped epochs record None
+    def before_validate(self):
+        if self.epoch < self.n_epoch-1: raise CancelValidException
+
 # %% ../nbs/09_cli.ipynb #7c04f39a
 def _out_dir(out, names:dict)->dict:
     "The paths of `names` (by kind) in the folder `out`, made if missing"
@@ -287,78 +413,214 @@ def train(
     learn.export(files['learner'].absolute())
     return files
 
-# %% ../nbs/09_cli.ipynb #d587e332
+# %% ../nbs/09_cli.ipynb #b73940ab
+def verdict(
+    lo:float, # Lower end of the interval of the gain over 'none'
+    hi:float, # Upper end
+)->str:
+    "The interval [`lo`, `hi`] of a method's gain over 'none', in words"
+    if not (lo==lo and hi==hi): return 'too few seeds' # NaN: one pair, no interval
+    return 'gain' if lo>0 else 'loss' if hi<0 else 'within noise'
+
+def paired_gain(
+    runs:pd.DataFrame, # One row a run: n_train, method, seed, accuracy
+    ref:str='none', # The method the others are measured against
+    level:float=.95, # Confidence of the interval
+)->pd.DataFrame:
+    "Per training-set size and method: accuracy minus `ref`'s with the same seed; pairs, mean, std, t-interval and verdict"
+    from scipy.stats import t
+    base = runs[runs.method==ref].set_index(['n_train', 'seed']).accuracy
+    rows = []
+    for (n,m),d in runs[runs.method!=ref].groupby(['n_train', 'method'], sort=False):
+        diff = (d.set_index(['n_train', 'seed']).accuracy - base).dropna()
+        k,mean,std = len(diff),diff.mean(),diff.std(ddof=1)
+        half = t.ppf((1+level)/2, k-1)*std/math.sqrt(k) if k>1 else np.nan
+        rows.append(dict(n_train=n, method=m, pairs=k, gain_mean=mean, gain_std=std, gain_lo=mean-half, gain_hi=mean+half,
+                         verdict=verdict(mean-half, mean+half)))
+    return pd.DataFrame(rows, columns=['n_train', 'method', 'pairs', 'gain_mean', 'gain_std', 'gain_lo', 'gain_hi', 'verdict'])
+
+# %% ../nbs/09_cli.ipynb #e2b6213a
+# the columns of runs.csv that make a run what it is: a planned run whose values are all there is not trained again
+RUN_KEY = ('method', 'train', 'seed', 'arch', 'epochs', 'bs', 'lr', 'wd', 'alpha', 'p', 'per_sample', 'label_smoothing',
+           'mixed_precision', 'size', 'n_valid', 'pretrained', 'data')
+
+def _key(r:dict)->tuple:
+    "A run's values of `RUN_KEY`, as the strings runs.csv holds ('' for None)"
+    return tuple('' if (v:=r.get(c)) is None or v!=v else str(v) for c in RUN_KEY)
+
+def _read_runs(fn:Path)->pd.DataFrame:
+    "The runs in `fn` (none if there is no such file), with the columns of `RUN_KEY` as the strings written"
+    if not fn.is_file(): return pd.DataFrame()
+    df = pd.read_csv(fn, dtype=str, keep_default_na=False)
+    for c in df.columns.difference([*RUN_KEY, 'precision']): df[c] = pd.to_numeric(df[c], errors='coerce')
+    return df
+
+def _write_runs(df:pd.DataFrame, fn:Path):
+    "Write `df` to `fn` whole, through a temporary file: a crash leaves the old file or the new one, never half a row"
+    tmp = fn.with_name(fn.name+'.tmp')
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, fn)
+
+def _duration(s:float)->str: return f"{s/3600:.1f} h" if s>=5400 else f"{s/60:.0f} min" if s>=90 else f"{s:.0f} s"
+
+def _machine()->str:
+    "The machine and the libraries, in a line"
+    import fastai
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'
+    try: import timm; libs = f", timm {timm.__version__}"
+    except ImportError: libs = ''
+    try: cpu = next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
+    except (OSError, StopIteration): cpu = platform.processor() or platform.machine() # not Linux
+    return (f"{cpu}, {os.cpu_count()} CPU cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, fastai {fastai.__version__}{libs}")
+
+def _pm(m, s, fmt='.4f'): return f"{m:{fmt}} ± {s:{fmt}}" if s==s else f"{m:{fmt}}"
+
 def _summarise(
-    df:pd.DataFrame, # One row a run: method, seed, valid_loss, accuracy, accuracy_epoch1, ...
+    df:pd.DataFrame, # This comparison's runs: n_train, method, seed, valid_loss, accuracy, accuracy_epoch1, ...
+    methods:list, # The methods, in the order of the table
     files:dict, # Where to write the table ('csv', 'markdown') and the plot ('plot')
-    head:str, # First line of the Markdown table
+    head:str, # First lines of the Markdown
     title:str, # Title of the plot
     log=print, # Where the table is printed
 ):
-    "Write the table of final validation accuracy and loss per method, mean ± std over seeds, and the plot of the accuracy per epoch"
-    import matplotlib.pyplot as plt
-    g = df.groupby('method', sort=False)
+    "Write the table of final validation accuracy and loss per size and method (mean ± std over seeds, paired gain over 'none') and the plot"
+    g = df.groupby(['n_train', 'method'])
     summ = pd.DataFrame({'runs': g.size(), 'accuracy_mean': g.accuracy.mean(), 'accuracy_std': g.accuracy.std(ddof=1),
                          'valid_loss_mean': g.valid_loss.mean(), 'valid_loss_std': g.valid_loss.std(ddof=1)}).reset_index()
+    summ = summ.merge(paired_gain(df), on=['n_train', 'method'], how='left')
+    summ = summ.sort_values(['n_train', 'method'], key=lambda c: c.map(methods.index) if c.name=='method' else c, ignore_index=True)
     summ.to_csv(files['csv'], index=False)
-    pm = lambda m,s: f"{m:.4f} ± {s:.4f}" if s==s else f"{m:.4f}"
-    md = (f"{head}\n\n| method | runs | validation accuracy | validation loss |\n|---|---|---|---|\n" +
-          ''.join(f"| {r.method} | {r.runs} | {pm(r.accuracy_mean, r.accuracy_std)} | {pm(r.valid_loss_mean, r.valid_loss_std)} |\n"
-                  for r in summ.itertuples()))
+    ref = 'none' in methods
+    gain = lambda r: '' if r.gain_mean!=r.gain_mean else f"{r.gain_mean:+.4f}" + (f" ({r.gain_lo:+.4f} to {r.gain_hi:+.4f})" if r.gain_lo==r.gain_lo else '')
+    md = (f"{head}\n\n| training images | method | runs | validation accuracy | validation loss |" + (" gain over none (95% interval) | verdict |" if ref else '') +
+          "\n|---|---|---|---|---|" + ('---|---|' if ref else '') + "\n" +
+          ''.join(f"| {r.n_train:,} | {r.method} | {r.runs} | {_pm(r.accuracy_mean, r.accuracy_std)} | {_pm(r.valid_loss_mean, r.valid_loss_std)} |"
+                  + (f" {gain(r)} | {'' if r.verdict!=r.verdict else r.verdict} |" if ref else '') + "\n" for r in summ.itertuples()))
+    if ref: md += ("\nGain over none: the method's validation accuracy minus that of 'none' trained with the same seed, mean over the "
+                   "seeds and its 95% t-interval. 'within noise': the interval holds 0, so these seeds cannot tell the method from "
+                   "'none'; 'gain' and 'loss': the whole interval is above, or below, 0.\n")
+    else: md += "\nAdd none to --methods for each method's paired gain over no mixing.\n"
     files['markdown'].write_text(md)
     log('\n' + md)
-    cols = [c for c in df if c.startswith('accuracy_epoch')]
-    fig,ax = plt.subplots(figsize=(6, 4))
-    for m,d in g:
-        c = d[cols].to_numpy()
-        ep = np.arange(1, c.shape[1]+1)
-        ax.plot(ep, c.mean(0), 'o-', label=m)
-        if len(c)>1: ax.fill_between(ep, c.min(0), c.max(0), alpha=.2)
-    ax.set(xlabel='epoch', ylabel='validation accuracy', title=title)
-    ax.legend(); fig.tight_layout(); fig.savefig(files['plot'], dpi=80); plt.close(fig)
+    _plot(df, summ, methods, files['plot'], title)
+
+def _plot(df, summ, methods, fn, title):
+    "Several sizes: the gain over 'none' (or, without it, the accuracy) against the training-set size; one: accuracy per epoch"
+    import matplotlib.pyplot as plt
+    fig,ax = plt.subplots(figsize=(6.5, 4))
+    if summ.n_train.nunique()>1:
+        gains = summ.dropna(subset=['gain_mean'])
+        for m in methods:
+            d = gains[gains.method==m] if len(gains) else summ[summ.method==m]
+            if not len(d): continue
+            if len(gains): y,err = d.gain_mean,[(d.gain_mean-d.gain_lo).fillna(0), (d.gain_hi-d.gain_mean).fillna(0)]
+            else: y,err = d.accuracy_mean,d.accuracy_std.fillna(0)
+            ax.errorbar(d.n_train, y, yerr=err, fmt='o-', capsize=3, label=m)
+        if len(gains): ax.axhline(0, color='k', lw=.8)
+        ax.set(xscale='log', xlabel='training images',
+               ylabel="accuracy gain over none (95% interval)" if len(gains) else 'validation accuracy (± std)', title=title)
+        sizes = sorted(summ.n_train.unique())
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes]); ax.minorticks_off() # the sizes themselves, not powers of 10
+    else:
+        cols = [c for c in df if c.startswith('accuracy_epoch')]
+        for m in methods:
+            c = df[df.method==m][cols].to_numpy(dtype=float)
+            if not len(c): continue
+            ep = np.arange(1, c.shape[1]+1)
+            ax.plot(ep, np.nanmean(c, 0), 'o-', label=m)
+            if len(c)>1: ax.fill_between(ep, np.nanmin(c, 0), np.nanmax(c, 0), alpha=.2)
+        ax.set(xlabel='epoch', ylabel='validation accuracy', title=title)
+    ax.legend(fontsize=8); fig.tight_layout(); fig.savefig(fn, dpi=80); plt.close(fig)
 
 def compare(
     data:str|Path=None, # An image folder, a folder of Fashion-MNIST's IDX files, or None for Fashion-MNIST
     methods:list=('none', 'mixup', 'cutmix'), # Methods to compare: keys of `METHODS` or `PEERS`
     epochs:int=2, # Epochs of `fit_one_cycle`, the same for every run
-    seeds:int=3, # Runs per method, with seeds `seed`, `seed+1`, ...
-    arch:str='resnet18', # 'tiny', or a torchvision or timm model name
+    seeds:int=3, # Runs per method and size, with seeds `seed`, `seed+1`, ...
+    arch:str='resnet18', # 'tiny', 'small-resnet', or a torchvision or timm model name
     size:int=None, # Image size (default: 28 for Fashion-MNIST, 128 for folders)
     bs:int=64, # Batch size
     lr:float=3e-3, # Maximum learning rate of `fit_one_cycle`
     seed:int=42, # First seed
-    out:str|Path='runs/compare', # Folder for the files
+    out:str|Path='runs/compare', # Folder for the files; an earlier comparison's is resumed
     pretrained:bool=None, # Pretrained weights (default: yes for named architectures)
-    n_train:int=None, # Fashion-MNIST: training images (default: all 60,000)
+    n_train:int|list=None, # Fashion-MNIST: training images, or a list of numbers to sweep (default: all 60,000)
     n_valid:int=None, # Fashion-MNIST: validation images (default: all 10,000)
+    train_pct:float|list=None, # Image folder: percentage of its training images, or a list to sweep (default: 100)
+    alpha:float=None, # The mixers' alpha, for those that take it (default: each its own)
+    p:float=None, # Probability of mixing a batch, for the mixers that take it
+    per_sample:bool=None, # A mix per sample (True) or per batch (False), for the mixers that take it
+    label_smoothing:float=0., # Label smoothing of the loss (`LabelSmoothingCrossEntropyFlat`), every run
+    wd:float=None, # Weight decay (default: fastai's)
+    mixed_precision:bool=False, # Train in bfloat16 or float16 where the machine has it, see `precision`
+    valid_last:bool=False, # Validate after the last epoch only
+    quiet:bool=False, # No progress bar or metrics table: a line per run
+    command:str=None, # The command line, for the report
     log=print, # Where to report
 )->dict: # The files written, by kind
-    "Train every method with the same budget for `seeds` seeds; tabulate final validation accuracy and loss (mean ± std)"
+    "Train every method with the same budget for `seeds` seeds at each training-set size; tabulate final accuracy, loss and gain over 'none'"
+    methods = list(methods)
     for m in methods: _known(m, peers=True) # unknown names fail before any training
     get_arch(arch)
     if not methods: raise CLIError("no methods to compare: give --methods, e.g. none,mixup,cutmix")
+    if n_train is not None and train_pct is not None: raise CLIError("give n_train (Fashion-MNIST) or train_pct (an image folder), not both")
+    said = [] # what was said once: the notes of the report
+    once = lambda msg: None if msg in said else (said.append(msg), log(msg))
+    opts = dict(alpha=alpha, p=p, per_sample=per_sample)
+    for m in methods: mixer(m, peers=True, log=once, **opts) # options a method does not take, and a missing timm: said now
+    sizes = ([(f"{v:g}%", dict(train_pct=v)) for v in listify(train_pct)] if train_pct is not None else
+             [(str(v), dict(n_train=v)) for v in listify(n_train)] if n_train is not None else [('all', {})])
     files = _out_dir(out, {'csv': 'compare.csv', 'markdown': 'compare.md', 'plot': 'compare.png', 'runs': 'runs.csv'})
-    runs,said,n = [],set(),len(methods)*seeds
+    common = dict(arch=arch, epochs=epochs, bs=bs, lr=lr, wd=wd, label_smoothing=label_smoothing, mixed_precision=mixed_precision,
+                  size=size, n_valid=n_valid, pretrained=pretrained, data=Path(data).resolve() if data is not None else None, **opts)
+    plan = [dict(method=m, train=t, seed=s, sized=kw, **common) for t,kw in sizes for s in range(seed, seed+seeds) for m in methods]
+    runs = _read_runs(files['runs'])
+    done = {_key(r) for r in runs.to_dict('records')}
+    todo = [r for r in plan if _key(r) not in done]
+    if len(todo)<len(plan): log(f"{files['runs']} has {len(plan)-len(todo)} of the {len(plan)} runs already: kept, not trained again")
+    cost = lambda r: float(r['train'].rstrip('%')) if r['train']!='all' else 60_000 # for the time left: in one unit within a comparison
+    trained,t_start = 0,time.time()
+    loss_kw = dict(loss_func=LabelSmoothingCrossEntropyFlat(eps=label_smoothing)) if label_smoothing else {}
     # one Ctrl-C handler for the whole comparison: a key press between two fits (while the next run's data loads, say)
     # is not lost in a DataLoader worker's fork, but stops the next fit at its first batch
     try:
         with StopOnCtrlC() as stop:
-            for m in methods:
-                for s in range(seed, seed+seeds):
-                    set_seed(s, reproducible=True)
-                    dls = get_dls(data, size, bs, s, n_train, n_valid)
-                    # the pretrained-weights message once, not once per run
-                    learn = make_learner(dls, arch, m, pretrained, log=lambda msg: (msg in said) or (said.add(msg), log(msg)))
-                    if not runs: _clear(files) # the first run's data and model are good: from here on, the files are this comparison's
-                    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, cbs=stop)
-                    vals = learn.recorder.values
-                    runs.append(dict(method=m, seed=s, valid_loss=float(vals[-1][1]), accuracy=float(vals[-1][2]),
-                                     **{f"accuracy_epoch{i}": float(v[2]) for i,v in enumerate(vals, 1)}))
-                    pd.DataFrame(runs[-1:]).to_csv(files['runs'], mode='a', header=len(runs)==1, index=False)
-                    log(f"{m:>10} seed {s}: accuracy {runs[-1]['accuracy']:.4f}, valid loss {runs[-1]['valid_loss']:.4f}")
+            for i,r in enumerate(todo, 1):
+                m,s = r['method'],r['seed']
+                set_seed(s, reproducible=True)
+                dls = get_dls(data, size, bs, s, n_valid=n_valid, **r['sized'])
+                learn = make_learner(dls, arch, m, pretrained, log=once, opts=opts, wd=wd, **loss_kw)
+                ctx,prec = precision(learn, mixed_precision, log=once)
+                # the first run's data and model are good: from here on, the table and plot are this comparison's
+                if not trained: _clear({k: files[k] for k in ('csv', 'markdown', 'plot')})
+                log(f"[{i}/{len(todo)}] {m}, {len(dls.train_ds):,} training images, seed {s}")
+                t0 = time.time()
+                with ctx, (learn.no_bar() if quiet else nullcontext()), (learn.no_logging() if quiet else nullcontext()):
+                    learn.fit_one_cycle(epochs, lr, cbs=[stop, *([ValidateLast()] if valid_last else [])])
+                # train loss, valid loss, accuracy: an epoch not validated (`ValidateLast`) records the train loss only
+                vals = [[np.nan if v is None else float(v) for v in e] + [np.nan]*(3-len(e)) for e in learn.recorder.values]
+                row = dict(zip(RUN_KEY, _key(r)), n_train=len(dls.train_ds), precision=prec, seconds=round(time.time()-t0, 1),
+                           train_loss=vals[-1][0], valid_loss=vals[-1][1], accuracy=vals[-1][2],
+                           **{f"accuracy_epoch{j}": v[2] for j,v in enumerate(vals, 1)})
+                runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True) if len(runs) else pd.DataFrame([row])
+                _write_runs(runs, files['runs'])
+                trained += 1
+                left = (time.time()-t_start)/sum(map(cost, todo[:i]))*sum(map(cost, todo[i:]))
+                log(f"{m:>10} seed {s}: accuracy {row['accuracy']:.4f}, valid loss {row['valid_loss']:.4f} "
+                    f"({_duration(row['seconds'])}" + (f"; about {_duration(left)} left)" if i<len(todo) else ')'))
     finally: # also after Ctrl-C (or a crash): the table and plot of the runs that finished
-        if runs:
-            head = (f"{arch}, {epochs} epoch{'s'*(epochs!=1)}, {seeds} seed{'s'*(seeds!=1)} per method, data: {data or 'Fashion-MNIST'}"
-                    + (f"; stopped after {len(runs)} of the {n} runs" if len(runs)<n else ''))
-            _summarise(pd.DataFrame(runs), files, head, f"{arch}: mean (and range) over {seeds} seed{'s'*(seeds!=1)}", log)
+        keys = {_key(r) for r in plan}
+        mine = runs[[_key(r) in keys for r in runs.to_dict('records')]] if len(runs) else runs
+        if len(mine):
+            mine = mine.astype({'seed': int})
+            some = f"{seeds} seed{'s'*(seeds!=1)}"
+            head = (f"{arch}, {epochs} epoch{'s'*(epochs!=1)}, {some} per method" + (f" and size" if len(sizes)>1 else '')
+                    + f", data: {data or 'Fashion-MNIST'}" + (f"; stopped after {len(mine)} of the {len(plan)} runs" if len(mine)<len(plan) else ''))
+            set_opts = [f"{k.replace('_', ' ')} {v}" for k,v in dict(**opts, label_smoothing=label_smoothing or None, wd=wd).items() if v is not None]
+            if mixed_precision: set_opts.append(f"mixed precision ({', '.join(sorted(set(mine.precision.astype(str))))})")
+            if valid_last: set_opts.append('validated after the last epoch only')
+            head += ''.join(f"\n\n{k}: {v}" for k,v in (('Options', ', '.join(set_opts)), ('Notes', ' '.join(said)),
+                            ('Command', command and f"`{command}`"), ('Machine', f"{_machine()}; {_duration(mine.seconds.sum())} of training in all")) if v)
+            _summarise(mine, methods, files, head, f"{arch}, {epochs} epoch{'s'*(epochs!=1)}: mean over {some}", log)
     return files

@@ -11,13 +11,15 @@ from pathlib import Path
 __all__ = ['METHODS', 'PEERS', 'CLIError', 'parser', 'main']
 
 # %% ../nbs/09a_command.ipynb #2a2bf156
-# each method's class, as 'module.Class' in this package: named, not imported, so that the command's arguments are checked
-# without importing fastai
-METHODS = {'none': None, 'mixup': 'mixup.MixUp', 'cutmix': 'cutmix.CutMix', 'cutmixup': 'choice.CutMixUp', 'fmix': 'fmix.FMix',
-           'resizemix': 'resizemix.ResizeMix', 'ricap': 'ricap.RICAP', 'cutout': 'cutmix.Cutout'}
+# each method's class, as 'module.Class': named, not imported, so that the command's arguments are checked without importing fastai
+METHODS = {'none': None, 'mixup': 'fastai_cutmix.mixup.MixUp', 'cutmix': 'fastai_cutmix.cutmix.CutMix',
+           'cutmixup': 'fastai_cutmix.choice.CutMixUp', 'fmix': 'fastai_cutmix.fmix.FMix',
+           'resizemix': 'fastai_cutmix.resizemix.ResizeMix', 'ricap': 'fastai_cutmix.ricap.RICAP', 'cutout': 'fastai_cutmix.cutmix.Cutout'}
 
-# fastai's own callbacks, by their names in `fastai.callback.mixup`: `compare` runs them as a cross-check
-PEERS = {'fastai-mixup': 'MixUp', 'fastai-cutmix': 'CutMix'}
+# other libraries' implementations, which `compare` runs as a cross-check in the same training loop: fastai's own callbacks,
+# and timm's `Mixup` through a thin callback (timm installed)
+PEERS = {'fastai-mixup': 'fastai.callback.mixup.MixUp', 'fastai-cutmix': 'fastai.callback.mixup.CutMix',
+         'timm-mixup': 'fastai_cutmix.cli.TimmMixUp', 'timm-cutmix': 'fastai_cutmix.cli.TimmCutMix'}
 
 class CLIError(Exception):
     "A mistake in the command line or its data: printed as one line, exit status 2"
@@ -29,24 +31,35 @@ def _known(method:str, peers:bool=False)->str:
     return method
 
 # %% ../nbs/09a_command.ipynb #15b5718e
-def _num(kind, lo=None, lo_open=False):
-    "An argparse type: a finite number of `kind`, at least `lo` (above it if `lo_open`), with an error that says what was expected"
+def _num(kind, lo=None, lo_open=False, hi=None, hi_open=False):
+    "An argparse type: a finite number of `kind`, at least `lo` and at most `hi` (strictly if `lo_open`, `hi_open`), with an error that says what was expected"
     def f(s):
         try: v = kind(s)
         except ValueError: raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {s!r}")
         if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
         if lo is not None and (v<=lo if lo_open else v<lo):
             raise argparse.ArgumentTypeError(f"expected a number {'>' if lo_open else '>='} {lo}, got {s!r}")
+        if hi is not None and (v>=hi if hi_open else v>hi):
+            raise argparse.ArgumentTypeError(f"expected a number {'<' if hi_open else '<='} {hi}, got {s!r}")
         return v
     f.__name__ = kind.__name__
     return f
 
-def _methods(s:str)->list:
-    "An argparse type: comma-separated names of methods, each a key of `METHODS` or `PEERS`"
-    ms = [m.strip() for m in s.split(',') if m.strip()]
-    if not ms: raise argparse.ArgumentTypeError(f"expected comma-separated methods, got {s!r}")
-    try: return [_known(m, peers=True) for m in ms]
-    except CLIError as e: raise argparse.ArgumentTypeError(str(e)) from None
+def _many(one, what:str):
+    "An argparse type: comma-separated values, each converted and checked by `one`, none given twice"
+    def f(s):
+        vs = [v.strip() for v in s.split(',') if v.strip()]
+        if not vs: raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {s!r}")
+        try: r = [one(v) for v in vs]
+        except (argparse.ArgumentTypeError, CLIError) as e:
+            raise argparse.ArgumentTypeError(f"{e}" + (f" (in {s!r})" if len(vs)>1 else '')) from None
+        twice = list(dict.fromkeys(v for v in r if r.count(v)>1))
+        if twice: raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice in {s!r}: give each once")
+        return r
+    f.__name__ = what
+    return f
+
+_methods = _many(lambda m: _known(m, peers=True), 'methods')
 
 def parser()->argparse.ArgumentParser:
     "The `fastai_cutmix` command's argument parser"
@@ -58,28 +71,44 @@ def parser()->argparse.ArgumentParser:
                        "for validation), or train/ and valid/ sub-folders; or a folder of Fashion-MNIST's IDX files; "
                        "default: Fashion-MNIST, found or downloaded")
         q.add_argument('--epochs', type=_num(int, 1), default=2, help='epochs of fit_one_cycle (default: 2)')
-        q.add_argument('--arch', default='resnet18', help="'tiny' (a small CNN), or a torchvision or timm model name (default: resnet18)")
+        q.add_argument('--arch', default='resnet18', help="'tiny' (a small CNN), 'small-resnet' (a ResNet for small images such as "
+                       "28×28), or a torchvision or timm model name (default: resnet18)")
         q.add_argument('--size', type=_num(int, 8), default=None, help='image size (default: 28 for Fashion-MNIST, 128 for folders)')
         q.add_argument('--bs', type=_num(int, 1), default=64, help='batch size (default: 64)')
         q.add_argument('--lr', type=_num(float, 0, True), default=3e-3, help='maximum learning rate of fit_one_cycle (default: 3e-3)')
         q.add_argument('--seed', type=_num(int, 0), default=42, help='random seed (default: 42)')
         q.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=None,
                        help='pretrained weights, when they can be had (default: yes for named architectures)')
-        q.add_argument('--n-train', type=_num(int, 1), default=None, help='Fashion-MNIST only: the first N of its 60,000 training images (default: all)')
         q.add_argument('--n-valid', type=_num(int, 1), default=None, help='Fashion-MNIST only: the first N of its 10,000 test images, to validate on (default: all)')
     t = sub.add_parser('train', help='train one model with one mixing method; write metrics, pictures and the learner',
                        description="Train one model with one mixing method, and write to --out the metrics "
                        "of each epoch, a picture of one mixed batch, the training curves and the exported learner.")
     common(t)
+    t.add_argument('--n-train', type=_num(int, 1), default=None, help='Fashion-MNIST only: the first N of its 60,000 training images (default: all)')
     t.add_argument('--method', choices=list(METHODS), default='cutmix', help='mixing method (default: cutmix)')
     t.add_argument('--out', default='runs/train', help='folder for the files (default: runs/train)')
-    c = sub.add_parser('compare', help='train each method with the same budget over several seeds; tabulate the results',
-                       description="Train every method with the same budget for each of --seeds seeds, "
-                       "and tabulate their final validation accuracy and loss (mean ± std over the seeds).")
+    c = sub.add_parser('compare', help='train each method with the same budget over several seeds and training-set sizes; tabulate the results',
+                       description="Train every method with the same budget for each of --seeds seeds (and each training-set size), "
+                       "and tabulate their final validation accuracy and loss (mean ± std over the seeds), and each method's "
+                       "paired difference to 'none' with its 95% interval. Finished runs are kept in --out/runs.csv: "
+                       "the same command again skips them and trains the rest.")
     common(c)
-    c.add_argument('--methods', type=_methods, default='none,mixup,cutmix', help=f"comma-separated methods, of: {', '.join(METHODS)}; and, as a cross-check, fastai's own: {', '.join(PEERS)} (default: none,mixup,cutmix)")
-    c.add_argument('--seeds', type=_num(int, 1), default=3, help='runs per method (default: 3)')
-    c.add_argument('--out', default='runs/compare', help='folder for the files (default: runs/compare)')
+    c.add_argument('--n-train', type=_many(_num(int, 1), 'numbers of images'), default=None, metavar='N[,N...]',
+                   help='Fashion-MNIST only: the first N of its 60,000 training images; a list (1000,4000,16000) sweeps the sizes (default: all)')
+    c.add_argument('--train-pct', type=_many(_num(float, 0, True, 100), 'percentages'), default=None, metavar='PCT[,PCT...]',
+                   help="image folder only: train on PCT%% of its training images (drawn with each run's seed); a list (10,30,100) sweeps the sizes (default: 100)")
+    c.add_argument('--methods', type=_methods, default='none,mixup,cutmix', help=f"comma-separated methods, of: {', '.join(METHODS)}; and, as a cross-check, other libraries': {', '.join(PEERS)} (default: none,mixup,cutmix)")
+    c.add_argument('--seeds', type=_num(int, 1), default=3, help='runs per method and size (default: 3)')
+    c.add_argument('--alpha', type=_num(float, 0, True), default=None, help="the mixers' alpha, for those that have one (default: each its own)")
+    c.add_argument('--p', type=_num(float, 0, hi=1), default=None, help='probability of mixing a batch, for the mixers that take it (default: 1)')
+    c.add_argument('--per-sample', action=argparse.BooleanOptionalAction, default=None,
+                   help="draw a mix for each sample rather than one per batch, for the mixers that take it (default: each its own)")
+    c.add_argument('--label-smoothing', type=_num(float, 0, hi=1, hi_open=True), default=0., help='label smoothing of the loss, for every run (default: 0)')
+    c.add_argument('--wd', type=_num(float, 0), default=None, help="weight decay (default: fastai's, 0.01)")
+    c.add_argument('--mixed-precision', action='store_true', help='bfloat16 or float16: to_fp16/to_bf16 on a GPU, bfloat16 autocast on a CPU that has it')
+    c.add_argument('--valid-last', action='store_true', help='validate after the last epoch only: a large validation set can take longer than training')
+    c.add_argument('--quiet', action='store_true', help="one line per run: no fastai progress bar or metrics table")
+    c.add_argument('--out', default='runs/compare', help='folder for the files; a folder of an earlier comparison is resumed (default: runs/compare)')
     return p
 
 # %% ../nbs/09a_command.ipynb #754fa1d7
@@ -90,7 +119,14 @@ def _kept(cmd:str, out:Path, since:float)->str:
     if not n: return f"No {'epoch' if cmd=='train' else 'run'} had finished."
     if cmd=='train': return f"{out} keeps what was done: {fn} has the {n} finished epoch{'s'*(n>1)}."
     return (f"{out} keeps the {n} finished run{'s'*(n>1)}: each in {fn}, and their table and plot in compare.csv, "
-            "compare.md and compare.png.")
+            "compare.md and compare.png. The same command again resumes: it skips the finished runs.")
+
+def _check_sizes(a:argparse.Namespace):
+    "`compare`'s training-set sizes: `--n-train` for Fashion-MNIST, `--train-pct` for an image folder, not both"
+    if a.n_train and a.train_pct: raise CLIError("give --n-train (images of Fashion-MNIST) or --train-pct (a share of an image "
+                                                 "folder's training images), not both")
+    if a.train_pct and a.data is None: raise CLIError("--train-pct takes a share of an image folder's training images; without "
+                                                      "DATA (Fashion-MNIST) give sizes with --n-train, e.g. --n-train 1000,4000,16000")
 
 def main(
     argv:list=None, # The arguments, as on the command line (default: `sys.argv[1:]`)
@@ -100,6 +136,7 @@ def main(
     a = p.parse_args(argv) # before fastai is imported: `--help` and a mistake in the arguments answer at once
     warnings.filterwarnings('ignore')
     try:
+        if a.cmd=='compare': _check_sizes(a)
         from fastai_cutmix import cli # fastai with it: seconds to import, so only now that there is work to do
         import fastprogress
         if not sys.stdout.isatty(): # in a log: the metrics table, not a progress bar redrawn on every batch
@@ -108,7 +145,10 @@ def main(
         kw = dict(data=a.data, epochs=a.epochs, arch=a.arch, size=a.size, bs=a.bs, lr=a.lr, seed=a.seed, out=a.out,
                   pretrained=a.pretrained, n_train=a.n_train, n_valid=a.n_valid)
         if a.cmd=='train': files = cli.train(method=a.method, **kw)
-        else: files = cli.compare(methods=a.methods, seeds=a.seeds, **kw)
+        else: files = cli.compare(methods=a.methods, seeds=a.seeds, train_pct=a.train_pct, alpha=a.alpha, p=a.p,
+                                  per_sample=a.per_sample, label_smoothing=a.label_smoothing, wd=a.wd,
+                                  mixed_precision=a.mixed_precision, valid_last=a.valid_last, quiet=a.quiet,
+                                  command=' '.join(['fastai_cutmix', *(sys.argv[1:] if argv is None else map(str, argv))]), **kw)
     except (CLIError, FileNotFoundError) as e: p.exit(2, f"fastai_cutmix {a.cmd}: error: {e}\n")
     except KeyboardInterrupt: p.exit(130, f"\nInterrupted. {_kept(a.cmd, Path(a.out), t0)}\n")
     print("\nFiles:")

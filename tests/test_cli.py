@@ -112,7 +112,9 @@ def test_compare(tmp_path):
         assert abs(summ[summ.method==m].accuracy_mean.item() - r.accuracy.mean()) < 1e-9
         assert abs(summ[summ.method==m].accuracy_std.item() - r.accuracy.std(ddof=1)) < 1e-9
     md = (out/'compare.md').read_text()
-    assert '| method | runs | validation accuracy | validation loss |' in md and ' ± ' in md and md.strip() in text.replace('\r', '')
+    assert '| training images | method | runs | validation accuracy | validation loss | gain over none (95% interval) | verdict |' in md
+    assert ' ± ' in md and md.strip() in text.replace('\r', '')
+    assert 'train_loss' in text # fastai's metrics table, for each run
     assert Image.open(out/'compare.png').size[0] > 100
 
 def test_compare_image_folder(tmp_path):
@@ -123,7 +125,7 @@ def test_compare_image_folder(tmp_path):
     assert rc==0, text
     for f in ('compare.csv', 'compare.md', 'compare.png', 'runs.csv'): assert f"{out/f}" in text, f
     runs,summ = pd.read_csv(out/'runs.csv'),pd.read_csv(out/'compare.csv')
-    assert runs[['method', 'seed']].values.tolist()==[['none', 42], ['none', 43], ['cutmix', 42], ['cutmix', 43]]
+    assert runs[['method', 'seed']].values.tolist()==[['none', 42], ['cutmix', 42], ['none', 43], ['cutmix', 43]] # seed by seed: pairs first
     assert (runs.accuracy==runs.accuracy_epoch2).all() and runs.filter(like='accuracy').stack().between(0, 1).all()
     assert summ.method.tolist()==['none', 'cutmix'] and (summ.runs==2).all()
     for m in ('none', 'cutmix'):
@@ -131,7 +133,7 @@ def test_compare_image_folder(tmp_path):
         assert abs(t.accuracy_mean-r.accuracy.mean()) < 1e-9 and abs(t.valid_loss_std-r.valid_loss.std(ddof=1)) < 1e-9
     md = (out/'compare.md').read_text()
     assert md.startswith(f"tiny, 2 epochs, 2 seeds per method, data: {folder}\n") and 'stopped' not in md
-    rows = [l for l in md.splitlines() if l.startswith('| none') or l.startswith('| cutmix')]
+    rows = [l for l in md.splitlines() if '| none |' in l or '| cutmix |' in l]
     assert len(rows)==2 and all(l.count(' ± ')==2 for l in rows)
     assert md.strip() in text.replace('\r', '') # the table printed is the table written
     assert Image.open(out/'compare.png').size[0] > 100
@@ -215,7 +217,7 @@ def test_pretrained_failure_not_retried(tmp_path, monkeypatch):
     said = []
     cli.compare(methods=['none'], seeds=2, epochs=1, arch='resnet18', bs=32, n_train=64, n_valid=32, out=tmp_path, log=said.append)
     assert len(tries)==1 and len(pd.read_csv(tmp_path/'runs.csv'))==2
-    msg, = [m for m in said if 'could not be loaded' in m]
+    msg, = [m for m in said if m.startswith('Pretrained weights')] # said once (and in the report's notes)
     assert set(re.findall(r'\bunr\w*', msg))=={'unreachable'}, msg
     assert f"{torch.hub.get_dir()}/checkpoints" in msg and tvm.get_model_weights('resnet18').DEFAULT.url in msg, msg
     again = []
@@ -263,15 +265,16 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
     assert 'Traceback' not in text, text
     done = re.findall(r'(\S+) seed (\d+): accuracy ([\d.]+), valid loss ([\d.]+)', text)
     assert [d[:2] for d in done]==[('none', '42')], text # the second run was cut short
-    assert f"Interrupted. {out} keeps the 1 finished run:" in text, text
+    assert f"Interrupted. {out} keeps the 1 finished run:" in text and 'The same command again resumes' in text, text
     runs = pd.read_csv(out/'runs.csv')
-    assert list(runs.columns)==['method', 'seed', 'valid_loss', 'accuracy', 'accuracy_epoch1', 'accuracy_epoch2']
+    assert list(runs.columns)==[*cli.RUN_KEY, 'n_train', 'precision', 'seconds', 'train_loss', 'valid_loss', 'accuracy',
+                                'accuracy_epoch1', 'accuracy_epoch2']
     assert runs[['method', 'seed']].values.tolist()==[['none', 42]] and (runs.accuracy==runs.accuracy_epoch2).all()
     assert f"{runs.accuracy[0]:.4f}"==done[0][2] and f"{runs.valid_loss[0]:.4f}"==done[0][3]
     summ = pd.read_csv(out/'compare.csv')
     assert summ.method.tolist()==['none'] and summ.runs.tolist()==[1] and abs(summ.accuracy_mean[0]-runs.accuracy[0]) < 1e-9
     md = (out/'compare.md').read_text()
-    assert 'stopped after 1 of the 2 runs' in md and '| none | 1 |' in md and '| cutmix' not in md
+    assert 'stopped after 1 of the 2 runs' in md and '| 512 | none | 1 |' in md and '| cutmix' not in md
     assert md.strip() in text.replace('\r', '')
     assert Image.open(out/'compare.png').size[0] > 100
 
@@ -344,3 +347,162 @@ def test_download_then_clear_error(tmp_path, monkeypatch):
     finally: srv.shutdown()
     monkeypatch.setattr(data, 'fastai_path', lambda k: tmp_path/'fastai2')
     with pytest.raises(FileNotFoundError, match="Looked in"): find_fashion_mnist(download=False)
+
+# ---------------------------------------------------------------- compare: sweeps, options, resuming, the paired difference
+
+@pytest.mark.parametrize('args,msg', [
+    (['compare', '--n-train', '1000,0'], "argument --n-train: expected a number >= 1, got '0' (in '1000,0')"),
+    (['compare', '--n-train', '1000,4k'], "expected an integer, got '4k'"),
+    (['compare', '--n-train', '1000,4000,1000'], "1000 given twice in '1000,4000,1000'"),
+    (['compare', '--n-train', ','], "expected comma-separated numbers of images"),
+    (['compare', 'DATA', '--train-pct', '0,50'], "argument --train-pct: expected a number > 0, got '0' (in '0,50')"),
+    (['compare', 'DATA', '--train-pct', '50,100.5'], "expected a number <= 100, got '100.5'"),
+    (['compare', '--train-pct', '10,30'], "--train-pct takes a share of an image folder's training images; without DATA"),
+    (['compare', 'DATA', '--train-pct', '10', '--n-train', '100'], "not both"),
+    (['compare', '--alpha', '0'], "argument --alpha: expected a number > 0, got '0'"),
+    (['compare', '--p', '1.5'], "argument --p: expected a number <= 1, got '1.5'"),
+    (['compare', '--label-smoothing', '1'], "argument --label-smoothing: expected a number < 1, got '1'"),
+    (['compare', '--wd=-1'], "argument --wd: expected a number >= 0, got '-1'"),
+    (['compare', '--methods', 'none,cutmix,none'], "none given twice"),
+])
+def test_compare_bad_lists_and_options(args, msg, monkeypatch, capsys):
+    "Refused before anything is read or trained, with the value and the list it is in"
+    rc,text = run_here(monkeypatch, capsys, *args)
+    assert rc==2 and msg in text and 'Traceback' not in text, text
+
+def test_compare_lists_parsed():
+    a = cli.parser().parse_args(['compare', '--n-train', '1000, 4000,16000', '--alpha', '1', '--p', '.5', '--per-sample',
+                                 '--label-smoothing', '.1', '--wd', '0', '--mixed-precision'])
+    assert (a.n_train, a.alpha, a.p, a.per_sample, a.label_smoothing, a.wd, a.mixed_precision) == ([1000, 4000, 16000], 1., .5, True, .1, 0., True)
+    assert cli.parser().parse_args(['compare', 'DATA', '--train-pct', '10,30,100']).train_pct==[10., 30., 100.]
+    assert cli.parser().parse_args(['train', '--n-train', '100']).n_train==100 # train: one size
+
+def test_sizes_for_the_wrong_data(tmp_path, monkeypatch, capsys):
+    "--n-train for an image folder, --train-pct for Fashion-MNIST: refused before any training, saying which to use"
+    folder = shapes_folder(tmp_path/'shapes')
+    rc,text = run_here(monkeypatch, capsys, 'compare', folder, '--arch', 'tiny', '--n-train', '10,20', '--out', tmp_path/'a')
+    assert rc==2 and "give --train-pct for a share of its training images" in text, text
+    rc,text = run_here(monkeypatch, capsys, 'compare', find_fashion_mnist(download=False), '--arch', 'tiny', '--train-pct', '10', '--out', tmp_path/'b')
+    assert rc==2 and "is Fashion-MNIST: give sizes with --n-train instead" in text, text
+    assert not (tmp_path/'a'/'runs.csv').exists() and not (tmp_path/'b'/'runs.csv').exists()
+
+TINY = dict(arch='tiny', bs=32, n_valid=32, epochs=1, quiet=True)
+
+def test_resume_skips_finished_runs(tmp_path, monkeypatch):
+    "A 2-run sweep, then the same again: nothing trained; another option: its runs trained, the others kept out of the table"
+    said = []
+    kw = dict(methods=['none'], seeds=1, n_train=[64, 96], out=tmp_path, log=said.append, **TINY)
+    cli.compare(**kw)
+    first = (tmp_path/'runs.csv').read_text()
+    assert pd.read_csv(tmp_path/'runs.csv').n_train.tolist()==[64, 96]
+    def no_training(*args, **kwargs): raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(Learner, 'fit_one_cycle', no_training)
+    said.clear()
+    cli.compare(**kw)
+    assert (tmp_path/'runs.csv').read_text()==first and f"has 2 of the 2 runs already" in said[0], said
+    assert pd.read_csv(tmp_path/'compare.csv').n_train.tolist()==[64, 96] # the table, from the kept runs
+    monkeypatch.undo()
+    cli.compare(**{**kw, 'n_train': [96, 128]}) # 96 is there: only 128 is trained
+    runs = pd.read_csv(tmp_path/'runs.csv')
+    assert runs.n_train.tolist()==[64, 96, 128]
+    assert pd.read_csv(tmp_path/'compare.csv').n_train.tolist()==[96, 128]
+    cli.compare(**{**kw, 'n_train': [64], 'wd': .05}) # another option, another run
+    runs = pd.read_csv(tmp_path/'runs.csv')
+    assert len(runs)==4 and runs.wd.tolist()[-1]==.05 and runs.wd.isna().sum()==3
+
+def test_resume_from_the_command(tmp_path):
+    "The console script: a sweep, then the same command again trains nothing and prints the same table"
+    args = ['compare', *SMALL, '--n-train', '64,128', '--methods', 'none', '--seeds', '1', '--epochs', '1', '--out', tmp_path]
+    rc,text = run(*args)
+    assert rc==0 and text.count('seed 42: accuracy')==2, text
+    rc,again = run(*args)
+    assert rc==0 and 'seed 42: accuracy' not in again and 'has 2 of the 2 runs already' in again, again
+    md = (tmp_path/'compare.md').read_text()
+    assert md.strip() in again.replace('\r', '') and '| 64 | none | 1 |' in md and '| 128 | none | 1 |' in md
+
+def test_paired_gain_by_hand():
+    "Differences with the same seed, their mean and 95% t-interval, per size; a seed without its 'none' is left out"
+    acc = {(1000, 'none'): [.80, .81, .79], (1000, 'cutmix'): [.82, .84, .80], (1000, 'mixup'): [.77, .79, .75, .9],
+           (4000, 'none'): [.85, .86, .87], (4000, 'cutmix'): [.88, .89, .90], (4000, 'mixup'): [.85]}
+    df = pd.DataFrame([dict(n_train=n, method=m, seed=42+i, accuracy=a) for (n,m),v in acc.items() for i,a in enumerate(v)])
+    g = cli.paired_gain(df).set_index(['n_train', 'method'])
+    t = 4.302652729911275 # t(0.975, 2)
+    by_hand = {(1000, 'cutmix'): (3, .02, .01), (1000, 'mixup'): (3, -.03, .01), (4000, 'cutmix'): (3, .03, 0.)}
+    for k,(n,mean,std) in by_hand.items():
+        half = t*std/np.sqrt(n)
+        assert g.loc[k, 'pairs']==n and np.allclose(g.loc[k, ['gain_mean', 'gain_std', 'gain_lo', 'gain_hi']].tolist(),
+                                                    [mean, std, mean-half, mean+half], atol=1e-9), (k, g.loc[k])
+    assert g.verdict.to_dict()=={(1000, 'cutmix'): 'within noise', (1000, 'mixup'): 'loss', (4000, 'cutmix'): 'gain',
+                                 (4000, 'mixup'): 'too few seeds'}
+    assert g.loc[(4000, 'mixup'), 'pairs']==1 and np.isnan(g.loc[(4000, 'mixup'), 'gain_lo'])
+
+def test_verdict_in_the_table(tmp_path):
+    "The table says the verdict in words, explains 'within noise', and the plot is of the gain against the size"
+    rows = [dict(n_train=n, method=m, seed=s, valid_loss=.5, accuracy=a + d*(m=='cutmix') + (s-42)*.01, accuracy_epoch1=a)
+            for n,a,d in ((1000, .8, .02), (4000, .85, 0.)) for s in (42, 43, 44) for m in ('none', 'cutmix')]
+    df = pd.DataFrame(rows)
+    df.loc[(df.method=='cutmix') & (df.n_train==4000), 'accuracy'] += [.01, -.01, .0] # within noise at 4,000
+    files = {k: tmp_path/f for k,f in (('csv', 'compare.csv'), ('markdown', 'compare.md'), ('plot', 'compare.png'))}
+    cli._summarise(df, ['none', 'cutmix'], files, 'head', 'title', log=lambda _: None)
+    md = files['markdown'].read_text()
+    assert '| 1,000 | cutmix | 3 |' in md and '+0.0200 (+0.0200 to +0.0200) | gain |' in md, md
+    assert [l.split('|')[-2].strip() for l in md.splitlines() if '| cutmix |' in l]==['gain', 'within noise']
+    assert "'within noise': the interval holds 0, so these seeds cannot tell the method from 'none'" in md
+    assert pd.read_csv(files['csv']).verdict.tolist()[1::2]==['gain', 'within noise']
+    assert Image.open(files['plot']).size[0] > 100
+
+def test_options_reach_the_callbacks(tmp_path, monkeypatch):
+    "--alpha, --p, --per-sample to every method that takes them (a note for the others); smoothing and wd to every run"
+    learners,made = [],[]
+    make,mix = cli.make_learner,cli.mixer
+    monkeypatch.setattr(cli, 'make_learner', lambda *a, **kw: learners.append(make(*a, **kw)) or learners[-1])
+    monkeypatch.setattr(cli, 'mixer', lambda *a, **kw: made.append(mix(*a, **kw)) or made[-1])
+    timm = [] if cli.importlib.util.find_spec('timm') is None else ['timm-cutmix']
+    methods = ['none', 'cutmix', 'resizemix', 'cutmixup', 'fastai-mixup', *timm]
+    said = []
+    files = cli.compare(methods=methods, seeds=1, n_train=64, alpha=.7, p=.5, per_sample=True, label_smoothing=.1, wd=.05,
+                        out=tmp_path, log=said.append, **{**TINY, 'arch': 'small-resnet'})
+    cbs = {type(c).__name__: c for c in made if c is not None}
+    assert (cbs['CutMix'].alpha, cbs['CutMix'].p, cbs['CutMix'].per_sample)==(.7, .5, True)
+    assert (cbs['ResizeMix'].p, cbs['ResizeMix'].per_sample, cbs['CutMixUp'].p, cbs['CutMixUp'].per_sample)==(.5, True, .5, True)
+    assert abs(cbs['MixUp'].distrib.concentration1.item()-.7) < 1e-6 # fastai's
+    if timm: assert cbs['TimmCutMix'].mix_args==dict(mixup_alpha=0., cutmix_alpha=.7, prob=.5, mode='elem')
+    for l in learners:
+        assert l.wd==.05 and type(l.loss_func).__name__=='LabelSmoothingCrossEntropyFlat' and l.loss_func.eps==.1
+    md = files['markdown'].read_text()
+    for note in ("--alpha does not apply to resizemix (ResizeMix takes no alpha)", "--alpha does not apply to cutmixup",
+                 "--p does not apply to fastai-mixup", "--per-sample does not apply to fastai-mixup"):
+        assert note in md and sum(m.startswith(note) for m in said)==1, (note, said) # said once, not once per run
+    assert 'Options: alpha 0.7, p 0.5, per sample True, label smoothing 0.1, wd 0.05' in md
+    runs = pd.read_csv(files['runs'])
+    assert runs.method.tolist()==methods and (runs.alpha==.7).all() and (runs.label_smoothing==.1).all()
+
+def test_mixed_precision(tmp_path):
+    "Where the CPU has no native bfloat16 the run says so and trains in float32; the precision is in runs.csv"
+    files = cli.compare(methods=['cutmix'], seeds=1, n_train=64, mixed_precision=True, out=tmp_path, log=lambda _: None, **TINY)
+    runs,md = pd.read_csv(files['runs']),files['markdown'].read_text()
+    expected = 'bfloat16' if (torch.cuda.is_available() or cli._cpu_bf16()) else 'float32'
+    assert runs.precision.tolist()==[expected] and runs.mixed_precision.tolist()==[True]
+    assert f"mixed precision ({expected})" in md
+    if expected=='float32': assert 'no native bfloat16' in md
+
+def test_bf16_autocast_where_the_cpu_has_it(monkeypatch):
+    "As on a CPU with native bfloat16: the model runs in it, inside the context `precision` gives"
+    monkeypatch.setattr(cli, '_cpu_bf16', lambda: True)
+    dls = cli.get_dls(n_train=64, n_valid=32, bs=32).cpu()
+    learn = cli.make_learner(dls, 'tiny', 'cutmix')
+    ctx,name = cli.precision(learn)
+    with ctx: pred = learn.model(dls.one_batch()[0])
+    assert name=='bfloat16' and pred.dtype==torch.bfloat16
+
+def test_sweep_from_the_command(tmp_path):
+    "Two sizes, two methods, two seeds: the table has each size, the verdict column, and the plot is written"
+    rc,text = run('compare', *SMALL, '--n-train', '128,256', '--methods', 'none,cutmix', '--seeds', '2', '--epochs', '1',
+                  '--valid-last', '--out', tmp_path)
+    assert rc==0, text
+    summ = pd.read_csv(tmp_path/'compare.csv')
+    assert summ[['n_train', 'method']].values.tolist()==[[128, 'none'], [128, 'cutmix'], [256, 'none'], [256, 'cutmix']]
+    assert summ.verdict.isna().tolist()==[True, False, True, False] and (summ.pairs.dropna()==2).all()
+    md = (tmp_path/'compare.md').read_text()
+    assert 'Command: `fastai_cutmix compare --arch tiny' in md and 'Machine: ' in md and 'validated after the last epoch only' in md
+    assert Image.open(tmp_path/'compare.png').size[0] > 100
