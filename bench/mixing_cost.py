@@ -5,7 +5,7 @@
 Every method mixes the same batch, in one process, in interleaved rounds; each figure is the median time a training
 step pays to turn a batch into the mixed input and the targets (or λ) its loss needs, beyond refilling the batch, and
 that time as a multiple of one copy of the batch into a preallocated buffer. Writes mixing_cost.csv, .md and .png, and
-the README's headline, mixing_cost_summary.md, to `--out`; prints and records PASS/MISS for the targets of issue 5
+the README's headline, mixing_cost_summary.md, to `--out`; prints and records PASS/MISS for the targets of issues 5 and 14
 without failing. bench/README.md says why it is measured this way.
 """
 from __future__ import annotations
@@ -51,38 +51,45 @@ class Method:
 
 # ---------------------------------------------------------------- the methods
 
-def _fastai_cutmix_step(cb, x, y, k):
-    "The callback's own `before_batch` on a learner set up as `fit` would (`mixing_learner` mixes one batch)"
-    from fastai_cutmix.core import mixing_learner
-    learn = mixing_learner(cb, x.clone(), y)
-    def step(buf):
-        learn.xb,learn.yb = (buf,),(y,)
-        cb.before_batch()
-        return learn.xb[0],(cb.idx, cb.wgt) # the loss weighs each source's loss by `wgt`
-    return step
-
-def _fastai_step(cb, x, y, k):
-    "fastai's callbacks on a learner: `before_train` reads the loss's `y_int` and swaps the loss (fastai 2.8 has no `before_fit` here)"
+def _learner_step(cb, x, y, fresh):
+    """A step as `fit` runs it: the batch typed as a DataBlock delivers it (`TensorImage`, `TensorCategory`) set on the
+    learner, then the learner's own `before_batch` event, which runs every callback it has (fastai's `CastToTensor`,
+    the mixer...). `fresh(learn)` readies the learner for its first batch"""
+    from fastai.torch_core import TensorImage, TensorCategory
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
     learn = Learner(None, torch.nn.Identity(), loss_func=CrossEntropyLossFlat(), cbs=cb)
-    learn.xb,learn.yb,learn.epoch,learn.training = (x.clone(),),(y,),0,True
-    cb.before_train()
+    learn.xb,learn.yb,learn.epoch,learn.training,learn.pct_train = (TensorImage(x.clone()),),(TensorCategory(y),),0,True,0.
+    fresh(learn)
+    yc = TensorCategory(y)
     def step(buf):
-        learn.xb,learn.yb = (buf,),(y,)
-        cb.before_batch()
-        return learn.xb[0],(cb.yb1, cb.lam)
+        learn.xb,learn.yb = (TensorImage(buf),),(yc,)
+        learn('before_batch')
+        return learn.xb[0],cb
     return step
+
+def _fastai_cutmix_step(cb, x, y, k):
+    "This library's callback, through the learner's `before_batch` event (`mixing_learner` readies it as `fit` would)"
+    from fastai_cutmix.core import mixing_learner
+    def fresh(learn):
+        cb._checked = cb._loss_checked = False
+        cb.before_fit(); cb.before_train()
+    return _learner_step(cb, x, y, fresh)
+
+def _fastai_step(cb, x, y, k):
+    "fastai's callbacks through the same event: `before_train` reads the loss's `y_int` and swaps the loss (fastai 2.8 has no `before_fit` here)"
+    return _learner_step(cb, x, y, lambda learn: cb.before_train())
 
 def _call_step(f):
     "Transforms called as `f(x, y)`, returning the mixed input and targets"
     return lambda x,y,k: (lambda buf: tuple(f(buf, y)))
 
-def _timm(mode, cutmix):
+def _timm(mode, cutmix, mixup=True):
     def make(x, y, k):
         from timm.data import Mixup
         if x.shape[0]%2: raise ValueError("timm's Mixup needs an even batch size")
-        kw = dict(mixup_alpha=0., cutmix_alpha=1.) if cutmix else dict(cutmix_alpha=0.)
+        kw = (dict(mixup_alpha=.8, cutmix_alpha=1.) if cutmix and mixup else dict(mixup_alpha=0., cutmix_alpha=1.) if cutmix
+              else dict(cutmix_alpha=0.))
         return _call_step(Mixup(mode=mode, num_classes=k, **kw))(x, y, k)
     return make
 
@@ -98,6 +105,11 @@ def _kornia(cls, **kw):
         return _call_step(getattr(K, cls)(p=1., data_keys=['input', 'class'], **kw))(x, y, k)
     return make
 
+def _event(x, y, k):
+    "The learner's `before_batch` event with no mixer: what fastai's dispatch (and its `CastToTensor`) costs any callback"
+    from fastai.callback.core import Callback
+    return _learner_step(Callback(), x, y, lambda learn: None)
+
 def _copy(x, y, k):
     out = torch.empty_like(x)
     return lambda buf: (out.copy_(x), None)
@@ -109,7 +121,9 @@ def methods()->tuple:
     from fastai.callback import mixup as fm
     ours = lambda name, op, mode, f: Method('fastai_cutmix', name, op, mode, lambda x,y,k: _fastai_cutmix_step(f(), x, y, k), ours=True)
     ms = [Method('unit', 'out.copy_(x)', 'copy', '', _copy),
+          Method('unit', "learn('before_batch') with no mixer", 'event', '', _event),
           ours('MixUp()', 'mixup', 'sample', MixUp),
+          ours('MixUp(per_sample=False)', 'mixup', 'batch', lambda: MixUp(per_sample=False)),
           ours('CutMix()', 'cutmix', 'batch', CutMix),
           ours('CutMix(per_sample=True)', 'cutmix', 'sample', lambda: CutMix(per_sample=True)),
           ours('FMix()', 'fmix', 'batch', FMix),
@@ -125,8 +139,10 @@ def methods()->tuple:
           Method('fastai', 'CutMix()', 'cutmix', 'batch', lambda x,y,k: _fastai_step(fm.CutMix(), x, y, k))]
     peers = {'timm': [Method('timm', "Mixup(cutmix_alpha=0, mode='batch')", 'mixup', 'batch', _timm('batch', False)),
                       Method('timm', "Mixup(cutmix_alpha=0, mode='elem')", 'mixup', 'sample', _timm('elem', False)),
-                      Method('timm', "Mixup(mixup_alpha=0, cutmix_alpha=1, mode='batch')", 'cutmix', 'batch', _timm('batch', True)),
-                      Method('timm', "Mixup(mixup_alpha=0, cutmix_alpha=1, mode='elem')", 'cutmix', 'sample', _timm('elem', True))],
+                      Method('timm', "Mixup(mixup_alpha=0, cutmix_alpha=1, mode='batch')", 'cutmix', 'batch', _timm('batch', True, False)),
+                      Method('timm', "Mixup(mixup_alpha=0, cutmix_alpha=1, mode='elem')", 'cutmix', 'sample', _timm('elem', True, False)),
+                      Method('timm', "Mixup(mixup_alpha=.8, cutmix_alpha=1., mode='batch')", 'cutmixup', 'batch', _timm('batch', True)),
+                      Method('timm', "Mixup(mixup_alpha=.8, cutmix_alpha=1., mode='elem')", 'cutmixup', 'sample', _timm('elem', True))],
              'torchvision': [Method('torchvision', 'v2.MixUp(num_classes=k)', 'mixup', 'batch', _torchvision('MixUp')),
                              Method('torchvision', 'v2.CutMix(num_classes=k)', 'cutmix', 'batch', _torchvision('CutMix'))],
              'kornia': [Method('kornia', 'RandomMixUpV2(p=1.)', 'mixup', 'sample', _kornia('RandomMixUpV2')),
@@ -262,31 +278,73 @@ def summary(ms):
 
 # ---------------------------------------------------------------- targets
 
+OURS = {'mixup': 'MixUp', 'cutmix': 'CutMix', 'cutmixup': 'CutMixUp', 'fmix': 'FMix', 'resizemix': 'ResizeMix', 'ricap': 'RICAP',
+        'cutout': 'Cutout'}
+
+def best_peer(rows, op, mode=None):
+    "The fastest peer row doing `op` (in `mode`, if given), or None"
+    ps = [r for r in rows if r['library'] not in ('fastai_cutmix', 'unit') and r['op']==op and (mode is None or r['mode']==mode)]
+    return min(ps, key=lambda r: r['median_ms']) if ps else None
+
 def targets(rows, dev)->list:
-    "Issue 5's targets on one shape: (target, value, limit, PASS/MISS, the methods to look into on a MISS)"
-    ours = {(r['op'], r['mode']): r for r in rows if r['library']=='fastai_cutmix'}
-    peer = lambda op, mode=None: [r for r in rows if r['library'] not in ('fastai_cutmix', 'unit') and r['op']==op
-                                  and (mode is None or r['mode']==mode)]
+    "Issues 5 and 14's targets on one shape: (target, value, limit, PASS/MISS, the methods to look into on a MISS)"
+    ours = {(r['op'], r['mode']): r for r in rows if r['library']=='fastai_cutmix' and r['method']!='MixUp()'}
+    ours[('mixup', 'sample')] = next(r for r in rows if r['library']=='fastai_cutmix' and r['method']=='MixUp()')
     res = []
     def add(name, value, limit, ok, look, note=''):
         res.append(dict(target=name, value=value, limit=limit, result='PASS' if ok else 'MISS', look=look, note=note))
+    def faster(what, o, best):
+        if best is None:
+            res.append(dict(target=what, value='', limit='', result='n/a', look=[], note='no peer measured'))
+            return
+        ratio = o['median_ms']/best['median_ms']
+        close = o['q1']<=best['q3'] and best['q1']<=o['q3']
+        add(what, f"{ratio:.2f}× {best['library']}'s {best['method']}", '< 1×', ratio<1, [o, best],
+            'the quartile ranges overlap: no clear difference' if close else '')
     cm,cs,mu = ours[('cutmix', 'batch')],ours[('cutmix', 'sample')],ours[('mixup', 'sample')]
     add(f"CutMix() ≤ 1.5 batch copies beyond the refill ({dev})", f"{cm['copies']:.2f}", '1.5', cm['copies']<=1.5, [cm])
     add(f"MixUp() ≤ 3 batch copies ({dev})", f"{mu['copies']:.2f}", '3', mu['copies']<=3, [mu])
     ratio = cs['median_ms']/cm['median_ms']
     add("CutMix(per_sample=True) ≤ 2.5 × CutMix()", f"{ratio:.2f}×", '2.5×', ratio<=2.5, [cs, cm])
-    for what,o,ps in (("MixUp() faster than the fastest peer MixUp (any λ mode)", mu, peer('mixup')),
-                      ("CutMix() faster than the fastest peer CutMix with one box per batch", cm, peer('cutmix', 'batch')),
-                      ("CutMix(per_sample=True) faster than the fastest peer CutMix with a box per sample", cs, peer('cutmix', 'sample'))):
-        if not ps:
-            res.append(dict(target=what, value='', limit='', result='n/a', look=[], note='no peer measured'))
-            continue
-        best = min(ps, key=lambda r: r['median_ms'])
-        ratio = o['median_ms']/best['median_ms']
-        close = o['q1']<=best['q3'] and best['q1']<=o['q3']
-        add(what, f"{ratio:.2f}× {best['library']}'s {best['method']}", '< 1×', ratio<1, [o, best],
-            'the quartile ranges overlap: no clear difference' if close else '')
+    faster("MixUp() faster than the fastest peer MixUp (any λ mode)", mu, best_peer(rows, 'mixup'))
+    faster("CutMix() faster than the fastest peer CutMix with one box per batch", cm, best_peer(rows, 'cutmix', 'batch'))
+    faster("CutMix(per_sample=True) faster than the fastest peer CutMix with a box per sample", cs, best_peer(rows, 'cutmix', 'sample'))
+    # issue 14
+    faster("CutMixUp(per_sample=True) faster than timm's per-sample MixUp-or-CutMix (mode='elem')", ours[('cutmixup', 'sample')],
+           best_peer(rows, 'cutmixup', 'sample'))
+    faster("CutMixUp() faster than timm's per-batch MixUp-or-CutMix (mode='batch')", ours[('cutmixup', 'batch')],
+           best_peer(rows, 'cutmixup', 'batch'))
+    for op,name in OURS.items():
+        b = ours.get((op, 'batch'))
+        if b is None: continue
+        add(f"{b['method']} ≤ 3 batch copies ({dev})", f"{b['copies']:.2f}", '3', b['copies']<=3, [b])
+        s_ = ours.get((op, 'sample'))
+        if s_ is None: continue
+        ratio = s_['median_ms']/b['median_ms']
+        add(f"{s_['method']} ≤ 3 × {b['method']}", f"{ratio:.2f}×", '3×', ratio<=3, [s_, b])
     return res
+
+def overview(rows)->list:
+    "Issue 14's summary, one row per member and mode: this library's cost, the best peer's doing the same, and the ratio"
+    out = []
+    for op,name in OURS.items():
+        for mode in ('batch', 'sample'):
+            o = [r for r in rows if r['library']=='fastai_cutmix' and r['op']==op and r['mode']==mode]
+            if not o: continue
+            o = o[0]
+            best = best_peer(rows, op, mode) or best_peer(rows, op)
+            out.append(dict(method=o['method'], mode=mode, ours=o, peer=best, ratio=o['median_ms']/best['median_ms'] if best else math.nan))
+    return out
+
+def overview_md(rows, unit)->list:
+    "The summary table: copies as median (quartiles), the best peer, and the ratio of medians"
+    spread = lambda r: f"{r['copies']:.2f} ({r['q1']/unit:.2f}–{r['q3']/unit:.2f})"
+    L = ['| method | mode | fastai_cutmix, copies (quartiles) | best peer, copies (quartiles) | ratio |', '|---|---|---:|---|---:|']
+    for o in overview(rows):
+        p = o['peer']
+        L.append(f"| {o['method']} | {o['mode']} | **{spread(o['ours'])}** | " +
+                 (f"{spread(p)}: {p['library']} `{p['method']}`{'' if p['mode']==o['mode'] else ' (' + p['mode'] + ')'} | {o['ratio']:.2f}× |" if p else "no peer | |"))
+    return L
 
 @contextlib.contextmanager
 def _quiet_stderr():
@@ -362,6 +420,23 @@ def write_md(path, results, mi, dev, cmd, skipped, quick):
         "multiples of the scheduler's slice and copies mean less. Interleaving spreads that over all methods alike; "
         "rerun on an idle machine for figures to quote.", '']
     gpu = dev=='cuda'
+    L += ['## Summary', '',
+          "Each member of the family in each mode against the fastest peer doing the same (the same mode where a peer has it), "
+          "in batch copies beyond the refill: median over the rounds, with the quartiles, the spread over rounds. Ratio: this "
+          "library's median over the peer's; below 1 is faster. Every step goes through a learner's `before_batch` event with "
+          "the batch typed as a DataBlock delivers it (`TensorImage`, `TensorCategory`), and so includes what fastai's "
+          "dispatch of the event costs any callback (the row `learn('before_batch') with no mixer` in the tables below); timm, "
+          "torchvision and kornia are called directly, as in a plain PyTorch loop, and do not pay it. On small batches the "
+          "fixed costs of a step (that event, the mixer's checks, drawing λ and the permutation) are most of this library's "
+          "figure: see bench/README.md.", '']
+    if not gpu: L += ["No GPU was lent for this run: the CUDA table (timed with `torch.cuda.Event`) and the check that no step "
+                      "synchronises with the host (`torch.cuda.set_sync_debug_mode('error')`) are written when this command runs "
+                      "on a machine with CUDA.", '']
+    for shape,res in results.items():
+        miss = [t['target'] for t in res['targets'] if t['result']=='MISS']
+        L += [f"### {shape.name}", ''] + overview_md(res['rows'], res['unit']) + ['',
+              f"Targets: {sum(t['result']=='PASS' for t in res['targets'])} of {len(res['targets'])} met"
+              + (f"; missed: {'; '.join(miss)} (profiles below)." if miss else '.'), '']
     for shape,res in results.items():
         unit,rows = res['unit'],res['rows']
         refills = [r['refill_ms'] for r in rows]
@@ -370,7 +445,7 @@ def write_md(path, results, mi, dev, cmd, skipped, quick):
               f"{med(refills):.3f} ms across methods. {shape.reps} timed rounds after {shape.warmup} warm-up rounds.", '']
         head = ['library', 'method', 'mode', 'median ms', 'IQR ms', 'batch copies'] + (['host ms', 'sync-free'] if gpu else [])
         L += ['| ' + ' | '.join(head) + ' |', '|' + '---|'*3 + '---:|'*(len(head)-3-gpu) + ('---|' if gpu else '')]
-        order = ['copy', 'mixup', 'cutmix', 'cutmixup', 'fmix', 'resizemix', 'ricap', 'cutout']
+        order = ['copy', 'event', 'mixup', 'cutmix', 'cutmixup', 'fmix', 'resizemix', 'ricap', 'cutout']
         for r in sorted(rows, key=lambda r: (order.index(r['op']), r['mode']!='batch', r['library']!='fastai_cutmix', r['median_ms'])):
             name = f"**{r['method']}**" if r['library']=='fastai_cutmix' else f"`{r['method']}`"
             cells = [r['library'], name, r['mode'], f"{r['median_ms']:.3f}", f"{r['iqr_ms']:.3f}", f"{r['copies']:.2f}"]
@@ -387,8 +462,8 @@ def write_md(path, results, mi, dev, cmd, skipped, quick):
     Path(path).write_text('\n'.join(L))
 
 def write_summary(csv_path, path):
-    """The headline, from the CSV alone (so `--summary` rewrites it without timing anything): on the first shape, this
-    library's `CutMix()` and `MixUp()` against fastai's and the fastest peer doing the same, in batch copies"""
+    """The README's lines, from the CSV alone (so `--summary` rewrites it without timing anything): on the first shape,
+    this library's CutMix, MixUp and per-sample CutMixUp against fastai's and the fastest peer doing the same, in batch copies"""
     with open(csv_path, newline='') as f: rows = list(csv.DictReader(f))
     shape = rows[0]['shape']
     rows = [r for r in rows if r['shape']==shape]
@@ -404,7 +479,9 @@ def write_summary(csv_path, path):
     Path(path).write_text('\n'.join([
         f"Time to mix one {shape.replace('x', '×')} float32 batch on {rows[0]['device'].upper()}, in copies of the batch (lower is better):", '',
         '| method | fastai_cutmix | fastai | fastest peer |', '|---|---:|---:|---:|',
-        row('CutMix, one box per batch', 'CutMix()', 'cutmix', 'batch'), row('MixUp', 'MixUp()', 'mixup', None)]) + '\n')
+        row('CutMix, one box per batch', 'CutMix()', 'cutmix', 'batch'), row('MixUp', 'MixUp()', 'mixup', None),
+        row('MixUp or CutMix, chosen per sample (DeiT)', 'CutMixUp(per_sample=True)', 'cutmixup', 'sample'),
+        row('MixUp or CutMix, chosen per batch', 'CutMixUp()', 'cutmixup', 'batch')]) + '\n')
 
 def write_png(path, results, mi):
     import matplotlib

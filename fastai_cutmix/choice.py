@@ -43,7 +43,9 @@ class MixChoice(MixHandler):
     def _forget(self):
         super()._forget()
         # members borrow the learner batch by batch (see `mixes`): let it go, with their last draws
-        for m in self.mixers: m.__dict__['_learn'] = None; m._forget()
+        for m in self.mixers:
+            m.__dict__['_learn'] = None; m._forget()
+            if '_bufs' not in self.__dict__: m.__dict__.pop('_bufs', None) # freed with ours, at the end of a fit
         self.cur = None
 
     @property
@@ -52,7 +54,11 @@ class MixChoice(MixHandler):
         return all(m.region for m in self.mixers)
 
     def _lend(self):
-        for m in self.mixers: m.__dict__['_learn'] = self.learn # members read the batch and progress from our learner
+        d = self.__dict__
+        for m in self.mixers:
+            m.__dict__['_learn'] = self.learn # members read the batch and progress from our learner,
+            m.__dict__['in_place'] = self.in_place # mix in place as we do,
+            m.__dict__['_bufs'] = d.setdefault('_bufs', {}) # and share our kept buffers: one set for the choice
 
     def check_target(self, y, i):
         self._lend()
@@ -104,7 +110,15 @@ class MixChoice(MixHandler):
 
     def mix(self, t):
         if not self.per_sample: return t if self.cur is None else self.cur.mix(t)
-        out = t
+        live = [(j,m) for j,(m,r) in enumerate(zip(self.mixers, self.drawn)) if r is not None]
+        if self.idx.shape[0]==2 and all(m.mixes_rows for _,m in live):
+            # each sample has one partner whichever member it drew: gather them once, then every member mixes its own
+            # samples in place, with its vectorised path, reading the partners as they were
+            if not self.in_place: t = t.clone()
+            src = self.partners(t, self.idx[1])
+            for j,m in live: m.mix_rows(t, src, self.choice==j)
+            return t
+        out = t # members without `mixes_rows`: each mixes a copy of the whole batch, and its samples are kept
         for j,(m,r) in enumerate(zip(self.mixers, self.drawn)):
             if r is None: continue
             sel = (self.choice==j).view(-1, *[1]*(t.ndim-1))

@@ -506,32 +506,43 @@ def _summarise(
     _plot(df, summ, methods, files['plot'], title)
 
 def _plot(df, summ, methods, fn, title):
-    "Several sizes: the gain over 'none' (or, without it, the accuracy) against the training-set size; one: accuracy per epoch"
+    "Several sizes: the gain over 'none' (or, without it, the accuracy) against the training-set size; one: validation accuracy and loss per epoch"
     import matplotlib.pyplot as plt
     fig,ax = plt.subplots(figsize=(6.5, 4))
     if summ.n_train.nunique()>1:
+        plt.close(fig); fig,ax = plt.subplots(figsize=(8.5, 4.5))
         gains = summ.dropna(subset=['gain_mean'])
-        for m in methods:
+        colours = plt.get_cmap('tab20' if len(methods)>10 else 'tab10').colors
+        for j,m in enumerate(methods):
             d = gains[gains.method==m] if len(gains) else summ[summ.method==m]
             if not len(d): continue
             if len(gains): y,err = d.gain_mean,[(d.gain_mean-d.gain_lo).fillna(0), (d.gain_hi-d.gain_mean).fillna(0)]
             else: y,err = d.accuracy_mean,d.accuracy_std.fillna(0)
-            ax.errorbar(d.n_train, y, yerr=err, fmt='o-', capsize=3, label=m)
+            shift = 1 + .012*(j - (len(methods)-1)/2) # side by side around each size, so that the intervals do not hide each other
+            ax.errorbar(d.n_train*shift, y, yerr=err, fmt='o-', ms=4, capsize=2, label=m, color=colours[j%len(colours)])
         if len(gains): ax.axhline(0, color='k', lw=.8)
         ax.set(xscale='log', xlabel='training images',
                ylabel="accuracy gain over none (95% interval)" if len(gains) else 'validation accuracy (± std)', title=title)
         sizes = sorted(summ.n_train.unique())
         ax.set_xticks(sizes, [f"{n:,}" for n in sizes]); ax.minorticks_off() # the sizes themselves, not powers of 10
-    else:
-        cols = [c for c in df if c.startswith('accuracy_epoch')]
-        for m in methods:
-            c = df[df.method==m][cols].to_numpy(dtype=float)
-            if not len(c): continue
-            ep = np.arange(1, c.shape[1]+1)
-            ax.plot(ep, np.nanmean(c, 0), 'o-', label=m)
-            if len(c)>1: ax.fill_between(ep, np.nanmin(c, 0), np.nanmax(c, 0), alpha=.2)
-        ax.set(xlabel='epoch', ylabel='validation accuracy', title=title)
-    ax.legend(fontsize=8); fig.tight_layout(); fig.savefig(fn, dpi=80); plt.close(fig)
+    else: # one size: the curves, validation accuracy and (where recorded) loss per epoch
+        kinds = [k for k in ('accuracy', 'valid_loss') if any(c.startswith(f'{k}_epoch') for c in df)]
+        if len(kinds)>1: plt.close(fig); fig,axs = plt.subplots(1, 2, figsize=(11, 4))
+        else: axs = [ax]
+        for ax,k in zip(axs, kinds):
+            cols = [c for c in df if c.startswith(f'{k}_epoch')]
+            for m in methods:
+                c = df[df.method==m][cols].to_numpy(dtype=float)
+                if not len(c): continue
+                ep = np.arange(1, c.shape[1]+1)
+                ax.plot(ep, np.nanmean(c, 0), 'o-', ms=3, label=m)
+                if len(c)>1: ax.fill_between(ep, np.nanmin(c, 0), np.nanmax(c, 0), alpha=.2)
+            ax.set(xlabel='epoch', ylabel=f"validation {k.replace('valid_', '')}", title=title)
+            if k=='valid_loss': ax.set_yscale('log')
+        ax = axs[0]
+    if summ.n_train.nunique()>1: ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.01, .5)) # beside the plot, not over it
+    else: ax.legend(fontsize=8)
+    fig.tight_layout(); fig.savefig(fn, dpi=80); plt.close(fig)
 
 def compare(
     data:str|Path=None, # An image folder, a folder of Fashion-MNIST's IDX files, or None for Fashion-MNIST
@@ -602,7 +613,8 @@ def compare(
                 vals = [[np.nan if v is None else float(v) for v in e] + [np.nan]*(3-len(e)) for e in learn.recorder.values]
                 row = dict(zip(RUN_KEY, _key(r)), n_train=len(dls.train_ds), precision=prec, seconds=round(time.time()-t0, 1),
                            train_loss=vals[-1][0], valid_loss=vals[-1][1], accuracy=vals[-1][2],
-                           **{f"accuracy_epoch{j}": v[2] for j,v in enumerate(vals, 1)})
+                           **{f"accuracy_epoch{j}": v[2] for j,v in enumerate(vals, 1)},
+                           **{f"valid_loss_epoch{j}": v[1] for j,v in enumerate(vals, 1)})
                 runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True) if len(runs) else pd.DataFrame([row])
                 _write_runs(runs, files['runs'])
                 trained += 1

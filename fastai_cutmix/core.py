@@ -11,7 +11,8 @@ from fastai.basics import *
 from fastai.vision.core import TensorPoint, TensorBBox
 
 # %% auto #0
-__all__ = ['reduce_loss', 'sample_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'MixHandler', 'mixing_learner', 'check_shares']
+__all__ = ['reduce_loss', 'sample_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'cycles', 'MixHandler', 'mixing_learner',
+           'check_shares']
 
 # %% ../nbs/00_core.ipynb #c1795eb7
 def reduce_loss(
@@ -212,10 +213,33 @@ def paste(
     t:Tensor, # (bs, [channels...,] *size) tensor to paste into
     mask:Tensor, # (bs or 1, *size) boolean mask, True where the pixel comes from `src`
     src, # Tensor like `t` (or a number) to take the pixels from
+    in_place:bool=False, # Write into `t` itself rather than into a new tensor
 )->Tensor:
     "`t` with the pixels where `mask` is True taken from `src`"
     nd = mask.ndim-1
-    return torch.where(mask.view(mask.shape[0], *[1]*(t.ndim-1-nd), *mask.shape[1:]), src, t)
+    m = mask.view(mask.shape[0], *[1]*(t.ndim-1-nd), *mask.shape[1:])
+    if isinstance(src, Tensor) and src.ndim>0 and t.is_floating_point():
+        # a lerp with weights 0 and 1 takes each pixel exactly from one side (for finite values), and on the CPU runs
+        # several times faster than `where`, whose boolean mask takes a slow path there
+        w = m.view(torch.uint8).to(t.dtype) # through bytes: converting booleans directly is several times slower on the CPU
+        return t.lerp_(src, w) if in_place else torch.lerp(t, src, w)
+    if not in_place: return torch.where(m, src, t)
+    if isinstance(src, Tensor) and src.ndim>0: return torch.where(m, src, t, out=t) # integer masks
+    return t.masked_fill_(m, src) # a number: `where` cannot write in place
+
+# %% ../nbs/00_core.ipynb #ce850910
+def cycles(
+    perm:list, # A permutation of range(n), in Python ints: sample `i` takes from sample `perm[i]`
+    fixed:bool=False, # Also the fixed points (`perm[i]==i`), as cycles of one
+)->list: # Its cycles, each [i, perm[i], perm[perm[i]], ...]
+    "The cycles of `perm`, each in the order in which samples can be changed in place, with only the first one kept aside"
+    seen,res = [False]*len(perm),[]
+    for s in range(len(perm)):
+        if seen[s] or (perm[s]==s and not fixed): continue
+        c,i = [],s
+        while not seen[i]: seen[i] = True; c.append(i); i = perm[i]
+        res.append(c)
+    return res
 
 # %% ../nbs/00_core.ipynb #a6893582
 class MixHandler(Callback):
@@ -224,6 +248,9 @@ class MixHandler(Callback):
     region = False # Methods that cut regions set this: targets laid out like the input (masks) are cut too
     spatial = False # Methods that need inputs with spatial dimensions (N×C×L, N×C×H×W, N×C×D×H×W) set this
     mixes_targets = True # Methods whose samples keep their own targets whole (Cutout) unset this
+    in_place = True # Mix the learner's batch in place; False for a `DataLoader` that hands out tensors it keeps
+    loop_numel = 2**14 # On the CPU, samples of at least this many elements are mixed one at a time (see `cycles`)
+    mixes_rows = False # Pair methods that can mix some samples of a batch in place, from given partners, set this (`mix_rows`)
 
     def __init__(self,
         alpha:float|Callable=.5, # Concentration of Beta(`alpha`, `alpha`) from which λ is drawn, > 0; or a schedule
@@ -259,7 +286,7 @@ class MixHandler(Callback):
         learn = ifnone(learn, self.learn)
         lf = getattr(learn, 'loss_func', None)
         if isinstance(lf, MixLoss): learn.loss_func = lf.loss_func
-        if metrics: _unwrap_metrics(learn)
+        if metrics: _unwrap_metrics(learn); self.__dict__.pop('_bufs', None) # the kept buffers live as long as a fit
         self._forget()
 
     @contextmanager
@@ -372,14 +399,15 @@ class MixHandler(Callback):
         learn = self.learn
         xb,yb = learn.xb,learn.yb
         x,name = xb[0],type(self).__name__
-        bs = x.shape[0]
+        bs = x.as_subclass(Tensor).shape[0] if isinstance(x, Tensor) else x.shape[0]
         for kind,ts in (('input', xb), ('target', yb)):
             for i,t in enumerate(ts):
-                if not isinstance(t, Tensor) or t.ndim==0 or t.shape[0]!=bs: raise ValueError(
+                u = t.as_subclass(Tensor) if isinstance(t, Tensor) else t # shapes read off plain views: fastai's types cost microseconds per read
+                if not isinstance(t, Tensor) or u.ndim==0 or u.shape[0]!=bs: raise ValueError(
                     f"{name}: {kind} {i} has shape {tuple(getattr(t, 'shape', ()))} but input 0 has batch size {bs}; "
                     "every input and target must be a tensor with the batch first")
         for i,y in enumerate(yb): self.check_target(y, i)
-        todo = [t.numel()>0 and self.mixes(t, i) for i,t in enumerate(xb)] # an input with no elements has nothing to blend
+        todo = [t.as_subclass(Tensor).numel()>0 and self.mixes(t, i) for i,t in enumerate(xb)] # an input with no elements has nothing to blend
         if not any(todo): raise ValueError(
             f"{name}: no input it can mix among {[f'{t.dtype} {tuple(t.shape)}' for t in xb]}, so only the targets would "
             "be mixed: training on labels that no longer describe the inputs. Integer inputs (category codes) cannot be "
@@ -392,7 +420,7 @@ class MixHandler(Callback):
         todo = self._check()
         xb,yb = learn.xb,learn.yb
         self.src_yb = yb
-        idx,wgt = self.draw(xb[0])
+        idx,wgt = self.draw(xb[0].as_subclass(Tensor)) # its size, shape and device: read off a plain view, which costs less
         self.idx,self.wgt = idx.as_subclass(Tensor),wgt.as_subclass(Tensor) # plain tensors, whatever the input's type
         self.cut = [self.region and self._laid_out_like(y, xb[0]) for y in yb] # after the draw: a choice's member decides
         # integer targets (class labels, integer masks) cannot be averaged: the loss is mixed instead, per sample (`lf`)
@@ -476,6 +504,59 @@ class MixHandler(Callback):
             f"where the loss itself gives {float(own.float().mean()):.6g}. A mixed batch would train on another scale. Use a loss "
             "whose reduction is a (weighted) mean or sum of its per-item values: for label smoothing with class weights, "
             "CrossEntropyLossFlat(weight=..., label_smoothing=...); or one-hot float targets, which are mixed themselves.")
+
+    def loops(self,
+        t:Tensor, # A tensor of the batch
+    )->bool:
+        "Mix `t` sample by sample along the permutation's cycles? In place, on the CPU, for samples of `loop_numel` elements or more"
+        u = t.as_subclass(Tensor) # fastai's tensor types cost microseconds per attribute read
+        return self.in_place and u.device.type=='cpu' and u.ndim>0 and u.shape[0]>0 and u.numel()//u.shape[0]>=self.loop_numel
+
+    def partners(self,
+        t:Tensor, # A tensor of the batch, batch first
+        idx:Tensor=None, # Which sample of `t` each row takes (default: `perm`, each sample's partner)
+        room:int=0, # Elements to make the buffer hold at least, when it is made: the whole batch's, for boxes of it
+    )->Tensor:
+        "`t[idx]`, gathered into a buffer kept from batch to batch (see `cycles`): no new allocation per batch"
+        if idx is None: idx = self.perm
+        if not self.in_place: return t.index_select(0, idx) # the gather `t[idx]` does, several times faster on CPU
+        return torch.index_select(t.as_subclass(Tensor), 0, idx, out=self._kept((idx.shape[0], *t.shape[1:]), t, room))
+
+    def kept_copy(self,
+        t:Tensor, # A tensor of the batch
+    )->Tensor:
+        "A copy of `t` in the buffer `partners` keeps: for methods that write each sample from several others (RICAP)"
+        return self._kept(t.shape, t).copy_(t) if self.in_place else t.clone()
+
+    def _kept(self, shape, t, room=0):
+        "A tensor of `shape`, like `t`, in memory kept from batch to batch: made once, grown when a batch needs more"
+        bufs = self.__dict__.setdefault('_bufs', {}) # not batch state (`_drawing`): it outlives the batch on purpose
+        key,n = (t.dtype, t.device),math.prod(shape)
+        buf = bufs.get(key)
+        if buf is None or buf.numel()<n: buf = bufs[key] = t.new_empty(max(n, room), dtype=t.dtype).as_subclass(Tensor)
+        return buf[:n].view(shape)
+
+    def mix_rows(self,
+        t:Tensor, # The batch, changed in place
+        src:Tensor, # Each sample's partner, as it was before any mixing
+        sel:Tensor, # (bs,) True for the samples this mixer mixes
+    )->Tensor: # `t`
+        "Mix only the samples `sel` of `t`, from their partners `src`: how a per-sample `MixChoice` lets each member mix its own samples"
+        raise NotImplementedError(f"{type(self).__name__} cannot mix some samples only; MixChoice mixes a copy of the batch with it instead")
+
+    def walk(self,
+        t:Tensor, # A tensor of the batch, changed in place
+        take:Callable, # take(sample, i) -> the part of a sample that its taker, sample `i`, reads (the sample, its box...)
+        step:Callable, # step(sample, part, i): change sample `i` from `part`, its partner's `take`
+        fixed:bool=False, # Also samples that are their own partner: where mixing a sample with itself changes it (ResizeMix)
+    )->Tensor: # `t`
+        "Change every sample of `t` from its partner in place, along `perm`'s cycles, with one part kept aside per cycle"
+        u = t.as_subclass(Tensor) # fastai's tensor types cost microseconds per operation: the loop works on plain ones
+        for c in cycles(self.perm.tolist(), fixed):
+            first = take(u[c[0]], c[-1]).clone()
+            for a,b in zip(c, c[1:]): step(u[a], take(u[b], a), a)
+            step(u[c[-1]], first, c[-1])
+        return t
 
     def pairs(self,
         keep:Tensor, # (bs,) share of each sample that stays its own

@@ -56,11 +56,12 @@ def paste_boxes(
 )->Tensor:
     "Paste into each sample `i` the box (`lo[i]`, `hi[i]`) of sample `src[i]`, one box at a time: each copy touches its box only"
     boxes = [(..., *map(slice, l, h)) for l,h in zip(lo, hi)]
+    u = t.as_subclass(Tensor) # fastai's tensor types cost microseconds per operation: the loop works on a plain view
     if not isinstance(src, (list, tuple)):
-        for i,b in enumerate(boxes): t[i][b] = src
+        for i,b in enumerate(boxes): u[i][b] = src
         return t
-    patches = [t[j][b].clone() for j,b in zip(src, boxes)] # all read before any is written: partners are sources too
-    for i,(b,p) in enumerate(zip(boxes, patches)): t[i][b] = p
+    patches = [u[j][b].clone() for j,b in zip(src, boxes)] # all read before any is written: partners are sources too
+    for i,(b,p) in enumerate(zip(boxes, patches)): u[i][b] = p
     return t
 
 def box_mask(
@@ -70,11 +71,11 @@ def box_mask(
 )->Tensor:
     "(n, *size) boolean mask, True inside each sample's box"
     n,nd = lo.shape
-    m = True
-    for d,s in enumerate(size):
+    m = 1
+    for d,s in enumerate(size): # in bytes, multiplied: operations on booleans are several times slower on the CPU
         r = torch.arange(s, device=lo.device)
-        m = m & ((r>=lo[:, d:d+1]) & (r<hi[:, d:d+1])).view(n, *[s if e==d else 1 for e in range(nd)])
-    return m
+        m = m * ((r>=lo[:, d:d+1]) & (r<hi[:, d:d+1])).to(torch.uint8).view(n, *[s if e==d else 1 for e in range(nd)])
+    return m.view(torch.bool)
 
 # %% ../nbs/03_cutmix.ipynb #f3392c33
 def _check_minmax(owner, minmax, name='minmax'):
@@ -87,8 +88,8 @@ def _check_minmax(owner, minmax, name='minmax'):
 
 class CutMix(MixHandler):
     "CutMix (https://arxiv.org/abs/1905.04899): paste a box of a random partner into each sample, weigh targets by area"
-    region,spatial = True,True
-    box_by_box = 2**14 # per_sample on the CPU: samples of at least this many elements are cut box by box
+    region,spatial,mixes_rows = True,True,True
+
     @delegates(MixHandler)
     def __init__(self,
         alpha:float|Callable=1., # Concentration of Beta(`alpha`, `alpha`) from which λ, the share kept, is drawn, > 0; or a schedule
@@ -105,7 +106,7 @@ class CutMix(MixHandler):
             lo,hi = rand_box(sample_lam(self.cur_alpha, bs, x.device), size, self.minmax)
             # on the CPU, large samples are cut box by box: the copies touch only the boxes, and reading the boxes to
             # the host costs nothing there. Elsewhere one masked kernel over the batch, with no host-device sync.
-            self.boxes = (lo.tolist(), hi.tolist()) if x.device.type=='cpu' and x[0].numel()>=self.box_by_box else None
+            self.boxes = (lo.tolist(), hi.tolist()) if self.loops(x) else None
             self.mask = None if self.boxes else box_mask(lo, hi, size)
             return self.pairs(1-box_share(lo, hi, size))
         # one box for the batch is drawn on the host, in Python numbers: plain integer slices cost the GPU no sync,
@@ -116,13 +117,33 @@ class CutMix(MixHandler):
         return self.pairs(torch.full((bs,), keep, device=x.device))
 
     def mix(self, t):
-        if not self.per_sample: t[self.box] = self.source(t[self.box]); return t
-        if self.boxes: return paste_boxes(t, *self.boxes, self.sources())
-        return paste(t, self.mask, self.source(t))
+        if self.per_sample:
+            if not self.boxes: return paste(t, self.mask, self.source(t), in_place=self.in_place)
+            if self.perm is None: return paste_boxes(t, *self.boxes, self.sources()) # Cutout: a fill, no partners
+            bx = [(..., *map(slice, l, h)) for l,h in zip(*self.boxes)] # each sample's box, taken from its partner
+            return self.walk(t, lambda s,i: s[bx[i]], lambda s,p,i: s[bx[i]].copy_(p))
+        if not self.in_place: t = t.clone()
+        b = self.box
+        if self.perm is not None and self.loops(t): return self.walk(t, lambda s,i: s[b], lambda s,p,i: s[b].copy_(p))
+        t[b] = self.source(t[b], room=t.numel())
+        return t
 
-    def source(self, t):
+    def mix_rows(self, t, src, sel):
+        if not self.per_sample: # one box for the batch, pasted into the chosen samples only
+            u,b = t.as_subclass(Tensor),self.box
+            u[b] = torch.where(sel.view(-1, *[1]*(t.ndim-1)), src[b], u[b])
+            return t
+        if self.boxes:
+            u,(lo,hi) = t.as_subclass(Tensor),self.boxes
+            for i in sel.nonzero().flatten().tolist():
+                b = (..., *map(slice, lo[i], hi[i]))
+                u[i][b] = src[i][b]
+            return t
+        return paste(t, self.mask & sel.view(-1, *[1]*(self.mask.ndim-1)), src, in_place=True)
+
+    def source(self, t, room=0):
         "What the boxes of `t` are filled from: the same places of each sample's partner"
-        return t.index_select(0, self.perm) # the gather `t[perm]` does, several times faster on CPU
+        return self.partners(t, room=room)
 
     def sources(self):
         "What `paste_boxes` fills the boxes from: the partners, as Python numbers"
@@ -147,5 +168,6 @@ class Cutout(CutMix):
         self.perm = None
         return torch.arange(bs, device=dev)[None],torch.ones(1, bs, device=dev)
 
-    def source(self, t): return t.new_full((), self.fill) # a fill kernel: no host-to-device copy
+    mixes_rows = False # in a per-sample `MixChoice`, it erases its samples of a copy of the batch: it has no partners to read
+    def source(self, t, room=0): return t.new_full((), self.fill) # a fill kernel: no host-to-device copy
     def sources(self): return self.fill

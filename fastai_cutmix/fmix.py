@@ -4,28 +4,86 @@
 
 # %% ../nbs/06_fmix.ipynb #854916a7
 from __future__ import annotations
+import functools
 from fastai.basics import *
 from .core import *
 from .core import _check_num, _check_bool
 
 # %% auto #0
-__all__ = ['fourier_mask', 'FMix']
+__all__ = ['fourier_band', 'fourier_mask', 'fourier_weights', 'FMix']
 
 # %% ../nbs/06_fmix.ipynb #b7578603
+@functools.lru_cache(maxsize=64)
+def fourier_band(
+    size:tuple, # Spatial size: (L,), (H, W) or (D, H, W)
+    decay_power:float=3., # How fast high frequencies are damped
+    dropped:float=1e-4, # Share of the noise's expected power that may be left out
+)->tuple: # The frequencies kept along each dimension (integer tensors), and their amplitudes, (m_1, ..., m_d)
+    "The smallest band of low frequencies `|k_d| ≤ K` that carries all but `dropped` of the damped noise's power"
+    fs = [torch.fft.fftfreq(s, dtype=torch.float64) for s in size]
+    f = torch.stack(torch.meshgrid(*fs, indexing='ij')).pow(2).sum(0).sqrt()
+    amp = f.clamp_min(1/max(size)).pow(-decay_power)
+    ks = [torch.fft.fftfreq(s, 1/s).round().long() for s in size] # integer frequency of each bin: 0, 1, ..., -1
+    shell = torch.stack(torch.meshgrid(*[k.abs() for k in ks], indexing='ij')).amax(0) # max-norm: bands are boxes
+    power = torch.zeros(int(shell.max())+1, dtype=torch.float64).index_add_(0, shell.flatten(), amp.pow(2).flatten())
+    tail = power.flip(0).cumsum(0).flip(0) # power at shells >= K
+    K = int(((tail - tail[0]*dropped) > 0).sum()) - 1 if len(tail)>1 else 0 # last shell whose tail is above the budget
+    K = max(K, 1)
+    keep = [(k.abs()<=K).nonzero().flatten() for k in ks]
+    return [k[i] for k,i in zip(ks, keep)],amp[torch.meshgrid(*keep, indexing='ij')].float()
+
+@functools.lru_cache(maxsize=64)
+def _band_on(size, decay_power, device):
+    "`fourier_band` on `device`, copied there once: later batches make no host-to-device copy (a sync on a GPU)"
+    ks,amp = fourier_band(size, decay_power)
+    return [k.to(device) for k in ks],amp.to(device)
+
+def _fourier_field(spec, ks, pos, size):
+    "The real part of the inverse DFT of `spec` (n, m_1, ..., m_d) on frequencies `ks`, at positions `pos` (one vector per dimension)"
+    # one dimension at a time, each a single 2-D real matrix product (complex and batched ones are far slower on the CPU):
+    # the next frequency dimension is moved last and replaced by positions, so after the last one the result is in order
+    re,im = spec.real,spec.imag
+    for d,(k,p,s) in enumerate(zip(ks, pos, size)):
+        last = d==len(size)-1
+        a = 2*math.pi*k.to(p)[:, None]*p[None]/s # (m, P)
+        c,sn = a.cos(),a.sin()
+        re,im = re.movedim(1, -1),im.movedim(1, -1)
+        lead = re.shape[:-1]
+        re,im = re.reshape(-1, len(k)),im.reshape(-1, len(k))
+        re,im = torch.addmm(re@c, im, sn, alpha=-1).view(*lead, -1),(None if last else torch.addmm(re@sn, im, c).view(*lead, -1))
+    return re
+
 def fourier_mask(
     lam:Tensor, # (n,) share of each mask's pixels to leave False
     size:tuple, # Spatial size: (L,), (H, W) or (D, H, W)
     decay_power:float=3., # How fast high frequencies are damped: larger gives smoother blobs
+    grid:int=1024, # Most points of the coarse grid on which each mask's threshold is found
 )->tuple: # (n, *size) boolean masks on `lam`'s device, and (n,) share of False pixels in each
-    "Masks True on the `round((1-lam)·N)` pixels where low-frequency Fourier noise is highest"
-    n,dev,dims = lam.shape[0],lam.device,tuple(range(1, len(size)+1))
-    f = torch.stack(torch.meshgrid(*[torch.fft.fftfreq(s, device=dev) for s in size], indexing='ij')).pow(2).sum(0).sqrt()
-    spec = torch.randn(n, *size, dtype=torch.complex64, device=dev) * f.clamp_min(1/max(size)).pow(-decay_power)
-    noise = torch.fft.ifftn(spec, dim=dims).real.flatten(1)
-    N = noise.shape[1]
-    k = ((1-lam)*N).round().long()
-    rank = noise.argsort(1, descending=True).argsort(1) # 0 for each mask's highest pixel
-    return (rank < k[:, None]).view(n, *size),1-k.float()/N
+    "Masks True on the pixels where low-frequency Fourier noise is highest, about a `1-lam` share of them (exactly, up to `grid` pixels)"
+    w,keep = fourier_weights(lam, size, decay_power, grid)
+    return w.to(torch.uint8).view(torch.bool),keep
+
+def fourier_weights(
+    lam:Tensor, # (n,) share of each mask's pixels to leave 0
+    size:tuple, # Spatial size: (L,), (H, W) or (D, H, W)
+    decay_power:float=3., # How fast high frequencies are damped: larger gives smoother blobs
+    grid:int=1024, # Most points of the coarse grid on which each mask's threshold is found
+)->tuple: # (n, *size) float32 masks of 0 and 1 on `lam`'s device, and (n,) share of 0s in each
+    "`fourier_mask` as float weights, 1 where the partner's pixel is taken: what mixing a float batch needs (booleans are slow on the CPU)"
+    n,dev,size = lam.shape[0],lam.device,tuple(size)
+    ks,amp = _band_on(size, float(decay_power), str(dev))
+    spec = torch.randn(n, *amp.shape, dtype=torch.complex64, device=dev) * amp
+    N,nd = math.prod(size),len(size)
+    g = list(size) if N<=grid else [min(s, max(2, int(grid**(1/nd)))) for s in size] # the whole mask if it is small, else a coarse grid of cell centres
+    pos = [torch.arange(s, device=dev, dtype=torch.float32) if gi==s else (torch.arange(gi, device=dev)+.5)*s/gi-.5 for s,gi in zip(size, g)]
+    coarse = _fourier_field(spec, ks, pos, size).flatten(1)
+    q = ((1-lam)*N).round()/N # the share of pixels to give the partner, in whole pixels
+    r = (q*coarse.shape[1]).round().long() # as a rank on the coarse grid
+    top = coarse.sort(1, descending=True).values
+    thr = torch.where(r>0, top.gather(1, (r-1).clamp_min(0)[:, None])[:, 0], math.inf)
+    full = coarse if g==list(size) else _fourier_field(spec, ks, [torch.arange(s, device=dev, dtype=torch.float32) for s in size], size).flatten(1)
+    w = torch.ge(full, thr[:, None], out=torch.empty_like(full)) # in float: a boolean result is several times slower on the CPU
+    return w.view(n, *size),1-w.mean(1)
 
 # %% ../nbs/06_fmix.ipynb #00562d20
 class FMix(MixHandler):
@@ -45,7 +103,18 @@ class FMix(MixHandler):
     def draw(self, x):
         bs = x.shape[0]
         lam = sample_lam(self.cur_alpha, bs if self.per_sample else 1, x.device)
-        self.mask,keep = fourier_mask(lam, x.shape[2:], self.decay_power)
+        self.w,keep = fourier_weights(lam, x.shape[2:], self.decay_power) # 1 where the partner's pixel is taken
         return self.pairs(keep.expand(bs))
 
-    def mix(self, t): return paste(t, self.mask, t.index_select(0, self.perm))
+    def mix(self, t):
+        w = self.w
+        if not t.is_floating_point(): # integer masks: cut with the same blob, by a boolean mask
+            return paste(t, w.to(torch.uint8).view(torch.bool), self.partners(t), in_place=self.in_place)
+        at = lambda i: w[i if w.shape[0]>1 else 0].view(*[1]*(t.ndim-w.ndim), *w.shape[1:]).to(t.dtype) # over the channels
+        # a lerp with weights 0 and 1 takes each pixel from one side exactly: see `paste`. Large samples on the CPU:
+        # each sample from its partner along the cycles; otherwise from the partners gathered into the kept buffer
+        if self.loops(t): return self.walk(t, lambda s,i: s, lambda s,p,i: s.lerp_(p, at(i)))
+        W = w.view(w.shape[0], *[1]*(t.ndim-w.ndim), *w.shape[1:]).to(t.dtype)
+        if not self.in_place: return torch.lerp(t, t.index_select(0, self.perm), W)
+        t.as_subclass(Tensor).lerp_(self.partners(t), W)
+        return t

@@ -14,6 +14,7 @@ __all__ = ['MixUp']
 # %% ../nbs/02_mixup.ipynb #05cb31ba
 class MixUp(MixHandler):
     "MixUp (https://arxiv.org/abs/1710.09412): blend each sample and its loss with a random partner's"
+    mixes_rows = True # `mix_rows`: some samples only, for a per-sample `MixChoice`
     @delegates(MixHandler)
     def __init__(self,
         alpha:float|Callable=.4, # Concentration of Beta(`alpha`, `alpha`) from which λ is drawn, > 0; or a schedule
@@ -33,6 +34,20 @@ class MixUp(MixHandler):
     def mixes(self, t, i): return t.is_floating_point()
 
     def mix(self, t):
-        lam = self.wgt[0].view(-1, *[1]*(t.ndim-1)).to(t.dtype)
-        # `index_select` gathers far faster than `t[perm]` on CPU, and blending into the gathered copy saves a batch
-        return t.index_select(0, self.perm).lerp_(t, lam)
+        if not self.in_place: # blended into the gathered partners: one new batch
+            return t.index_select(0, self.perm).lerp_(t, self.wgt[0].view(-1, *[1]*(t.ndim-1)).to(t.dtype))
+        w = self.wgt[1] # each sample's partner's share
+        if self.loops(t):
+            ws = w.tolist()
+            return self.walk(t, lambda s,i: s, lambda s,p,i: s.lerp_(p, ws[i]))
+        u = t.as_subclass(Tensor) # the same memory; fastai's types cost microseconds per operation
+        u.lerp_(self.partners(u), w.view(-1, *[1]*(u.ndim-1)).to(u.dtype))
+        return t
+
+    def mix_rows(self, t, src, sel):
+        u,w = t.as_subclass(Tensor),self.wgt[1]
+        if self.loops(t):
+            ws = w.tolist()
+            for i in sel.nonzero().flatten().tolist(): u[i].lerp_(src[i], ws[i])
+        else: u.lerp_(src, (w*sel).view(-1, *[1]*(t.ndim-1)).to(t.dtype)) # a share of 0 leaves a sample as it is
+        return t

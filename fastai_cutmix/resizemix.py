@@ -63,15 +63,26 @@ class ResizeMix(MixHandler):
 
     def mix(self, t):
         size = self.learn.xb[0].shape[2:]
-        # under autocast `grid_sample` answers in float32 whatever it is given: the batch keeps its own dtype
-        if self.per_sample: return paste(t, self.mask, resize_into(t.index_select(0, self.perm), self.lo, self.side, size).to(t.dtype))
+        fl = t.is_floating_point()
+        def shrink(s, side): # samples `s` (n, [channels...,] *size) shrunk to `side`, in `t`'s dtype
+            u = s.reshape(s.shape[0], -1, *size)
+            r = F.interpolate(u if fl else u.float(), size=side, mode=('linear','bilinear','trilinear')[len(size)-1] if fl else 'nearest-exact', # pixel centres, as the linear modes
+                              align_corners=False if fl else None)
+            return (r if fl else r.round()).to(t.dtype).reshape(*s.shape[:s.ndim-len(size)], *side)
+        if self.per_sample:
+            if self.loops(t): # large samples on the CPU: each partner shrunk into its taker's box, along the cycles
+                lo,side = self.lo.tolist(),self.side.tolist()
+                box = lambda i: (..., *(slice(a, a+b) for a,b in zip(lo[i], side[i])))
+                take = lambda s,i: shrink(s[None], side[i])[0] if min(side[i]) else s.new_empty(0)
+                return self.walk(t, take, lambda s,p,i: s[box(i)].copy_(p) if p.numel() else None, fixed=True)
+            # under autocast `grid_sample` answers in float32 whatever it is given: the batch keeps its own dtype
+            return paste(t, self.mask, resize_into(self.partners(t), self.lo, self.side, size).to(t.dtype), in_place=self.in_place)
         side = self.side[0].tolist()
         if min(side)==0: return t
-        src = t.index_select(0, self.perm)
-        lead = src.shape[:src.ndim-len(size)]
-        u = src.reshape(lead[0], -1, *size)
-        fl = t.is_floating_point()
-        r = F.interpolate(u if fl else u.float(), size=side, mode=('linear','bilinear','trilinear')[len(size)-1] if fl else 'nearest-exact', # pixel centres, as the linear modes
-                          align_corners=False if fl else None)
-        t[self.box] = (r if fl else r.round()).to(t.dtype).reshape(*lead, *side)
+        if not self.in_place: t = t.clone()
+        # large samples on the CPU: shrunk one at a time along the permutation's cycles (`interpolate` copies its input
+        # when it shrinks a lot). Otherwise the whole batch shrunk to the box's size, then permuted
+        if self.loops(t): return self.walk(t, lambda s,i: shrink(s[None], side)[0], lambda s,p,i: s[self.box].copy_(p), fixed=True)
+        t[self.box] = shrink(t, side).index_select(0, self.perm)
         return t
+

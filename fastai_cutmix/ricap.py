@@ -49,9 +49,33 @@ class RICAP(MixHandler):
         return idx,torch.stack([x.new_full((bs,), w, dtype=torch.float32) for w in wgt[:, 0].tolist()])
 
     def mix(self, t):
-        if self.per_sample: return self._gather(t)
-        tl,tr,bl,br = (t[..., oy:oy+th, ox:ox+tw].index_select(0, p) for (th,tw,oy,ox),p in zip(self.tiles, self.perms))
-        return torch.cat([torch.cat([tl, tr], -1), torch.cat([bl, br], -1)], -2)
+        if self.per_sample and not self.loops(t): return self._gather(t)
+        # the tiles are written into the learner's batch from a copy of it kept between batches: no new batch
+        # (with `in_place=False`, into a new batch from the batch itself)
+        src,out = (self.kept_copy(t), t) if self.in_place else (t, torch.empty_like(t))
+        if self.per_sample or self.loops(t): return self._tile_by_sample(src, out)
+        H,W = t.shape[-2:]
+        for (th,tw,oy,ox),p,(y0,x0) in zip(self.tiles, self.perms, ((0, 0), (0, W), (H, 0), (H, W))):
+            y0,x0 = (0 if y0==0 else H-th),(0 if x0==0 else W-tw) # top-left, top-right, bottom-left, bottom-right
+            if th==H and tw==W: # one tile is the whole image, the others are empty
+                torch.index_select(src.as_subclass(Tensor), 0, p, out=out.as_subclass(Tensor))
+                return out
+            if th and tw: out[..., y0:y0+th, x0:x0+tw] = src[..., oy:oy+th, ox:ox+tw].index_select(0, p)
+        return out
+
+    def _tile_by_sample(self, src, out):
+        "Tiles copied sample by sample (large samples on the CPU): each tile one copy of a slice of `src` into `out`, no index per pixel"
+        bs,(H,W) = out.shape[0],out.shape[-2:]
+        u,o = src.as_subclass(Tensor),out.as_subclass(Tensor)
+        full = lambda v: v if len(v)==bs else v*bs # one boundary point for the batch, or one per sample
+        h,w = full(self.h.tolist()),full(self.w.tolist())
+        oy,ox,perms = [full(r) for r in self.oy.tolist()],[full(r) for r in self.ox.tolist()],self.perms.tolist()
+        for i in range(bs):
+            th,tw = (h[i], h[i], H-h[i], H-h[i]),(w[i], W-w[i], w[i], W-w[i]) # top-left, top-right, bottom-left, bottom-right
+            for k,(y0,x0) in enumerate(((0, 0), (0, w[i]), (h[i], 0), (h[i], w[i]))):
+                y,x = oy[k][i],ox[k][i]
+                if th[k] and tw[k]: o[i][..., y0:y0+th[k], x0:x0+tw[k]] = u[perms[k][i]][..., y:y+th[k], x:x+tw[k]]
+        return out
 
     def _gather(self, t):
         "Per-sample tiles: every output pixel indexes its source sample, row and column"

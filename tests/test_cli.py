@@ -115,7 +115,9 @@ def test_compare(tmp_path):
     assert '| training images | method | runs | validation accuracy | validation loss | gain over none (95% interval) | verdict |' in md
     assert ' ± ' in md and md.strip() in text.replace('\r', '')
     assert 'train_loss' in text # fastai's metrics table, for each run
-    assert Image.open(out/'compare.png').size[0] > 100
+    assert (runs.valid_loss==runs.valid_loss_epoch2).all() # the curves' data: validation loss per epoch too
+    w,h = Image.open(out/'compare.png').size
+    assert w > 2.4*h # one size: two panels side by side, accuracy and loss per epoch
 
 def test_compare_image_folder(tmp_path):
     "compare on a folder of images: the table printed, and the CSV, Markdown, per-run CSV and plot it wrote"
@@ -268,8 +270,9 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
     assert f"Interrupted. {out} keeps the 1 finished run:" in text and 'The same command again resumes' in text, text
     runs = pd.read_csv(out/'runs.csv')
     assert list(runs.columns)==[*cli.RUN_KEY, 'n_train', 'precision', 'seconds', 'train_loss', 'valid_loss', 'accuracy',
-                                'accuracy_epoch1', 'accuracy_epoch2']
+                                'accuracy_epoch1', 'accuracy_epoch2', 'valid_loss_epoch1', 'valid_loss_epoch2']
     assert runs[['method', 'seed']].values.tolist()==[['none', 42]] and (runs.accuracy==runs.accuracy_epoch2).all()
+    assert (runs.valid_loss==runs.valid_loss_epoch2).all()
     assert f"{runs.accuracy[0]:.4f}"==done[0][2] and f"{runs.valid_loss[0]:.4f}"==done[0][3]
     summ = pd.read_csv(out/'compare.csv')
     assert summ.method.tolist()==['none'] and summ.runs.tolist()==[1] and abs(summ.accuracy_mean[0]-runs.accuracy[0]) < 1e-9

@@ -61,7 +61,7 @@ def test_cutmix_pixel_shares_are_weights(bs, c, size, per_sample, minmax, alpha,
     x,m = ids_batch(bs, c, size)
     if mask_channel: m = m.unsqueeze(1)
     cb = CutMix(alpha=alpha, per_sample=per_sample, minmax=minmax)
-    cb.box_by_box = 0 if by_box else 2**62 # per_sample: box by box (large CPU inputs), or one masked kernel
+    cb.loop_numel = 0 if by_box else 2**62 # per_sample: box by box (large CPU inputs), or one masked kernel
     learn = mixing_learner(cb, x, m)
     check_pairs(cb, bs)
     idx,wgt = cb.idx,cb.wgt
@@ -106,7 +106,7 @@ def test_cutmix_random_images_and_masks(bs, size, per_sample, by_box, seed):
     x = torch.randn(bs, 2, *size)
     m = torch.randint(0, 5, (bs, *size))
     cb = CutMix(per_sample=per_sample)
-    cb.box_by_box = 0 if by_box else 2**62
+    cb.loop_numel = 0 if by_box else 2**62
     learn = mixing_learner(cb, x.clone(), m.clone())
     xm,ym = learn.xb[0],learn.yb[0]
     perm = cb.perm

@@ -43,7 +43,7 @@ echo "setup: .venv (nbdev 2 authoring stack)"
 venv .venv -e ".[dev,bench]"  # bench: the peer libraries the benchmark times (timm, kornia)
 if [ "${LATEST:-1}" != 0 ]; then
   echo "setup: .venv-latest (newest fastai)"
-  venv .venv-latest --upgrade fastai pytest hypothesis accelerate
+  venv .venv-latest --upgrade fastai pytest hypothesis accelerate timm  # timm: the peer `compare` runs as timm-mixup/timm-cutmix
   quiet .venv-latest/bin/pip install -q --disable-pip-version-check --no-deps -e .
 fi
 .venv/bin/python -c "import fastai, nbdev; print(f'setup: .venv has fastai {fastai.__version__}, nbdev {nbdev.__version__}')"
