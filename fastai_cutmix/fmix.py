@@ -13,7 +13,7 @@ from .core import _check_num, _check_bool
 __all__ = ['fourier_band', 'fourier_mask', 'fourier_weights', 'FMix']
 
 # %% ../nbs/06_fmix.ipynb #b7578603
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8) # a few sizes: a batch of other sizes each step must not grow it
 def fourier_band(
     size:tuple, # Spatial size: (L,), (H, W) or (D, H, W)
     decay_power:float=3., # How fast high frequencies are damped
@@ -32,7 +32,7 @@ def fourier_band(
     keep = [(k.abs()<=K).nonzero().flatten() for k in ks]
     return [k[i] for k,i in zip(ks, keep)],amp[torch.meshgrid(*keep, indexing='ij')].float()
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8) # a few sizes: a batch of other sizes each step must not grow it
 def _band_on(size, decay_power, device):
     "`fourier_band` on `device`, copied there once: later batches make no host-to-device copy (a sync on a GPU)"
     ks,amp = fourier_band(size, decay_power)
@@ -70,6 +70,10 @@ def fourier_weights(
     grid:int=1024, # Most points of the coarse grid on which each mask's threshold is found
 )->tuple: # (n, *size) float32 masks of 0 and 1 on `lam`'s device, and (n,) share of 0s in each
     "`fourier_mask` as float weights, 1 where the partner's pixel is taken: what mixing a float batch needs (booleans are slow on the CPU)"
+    with torch.autocast(torch.device(lam.device).type, enabled=False): # float32 whatever the training's precision
+        return _fourier_weights(lam.float(), size, decay_power, grid)
+
+def _fourier_weights(lam, size, decay_power, grid):
     n,dev,size = lam.shape[0],lam.device,tuple(size)
     ks,amp = _band_on(size, float(decay_power), str(dev))
     spec = torch.randn(n, *amp.shape, dtype=torch.complex64, device=dev) * amp
