@@ -34,7 +34,7 @@ from fastai.losses import CrossEntropyLossFlat, BCEWithLogitsLossFlat, MSELossFl
 from fastai_cutmix.core import MixLoss
 from fastai_cutmix.mixup import MixUp
 from fastai_cutmix.cutmix import CutMix, Cutout
-from fastai_cutmix.fmix import FMix
+from fastai_cutmix.fmix import FMix, fourier_band, _band_on
 from fastai_cutmix.resizemix import ResizeMix
 from fastai_cutmix.ricap import RICAP
 from fastai_cutmix.choice import MixChoice, CutMixUp
@@ -355,6 +355,9 @@ def measure():
 def settle(learners, lf):
     """One fixed batch through every learner (through every member of a `MixChoice`, each forced in turn): what the
     callbacks keep of their last batch is then the same at each measure, and Python's type cache is emptied"""
+    # FMix's band caches hold up to 8 sizes (bounded: the live-tensor check sees it if not). Emptied here, so each measure
+    # sees the settle batch's one size, like for like, and not which 8 random sizes the last fits happened to leave
+    fourier_band.cache_clear(); _band_on.cache_clear()
     for learn,cb in learners:
         choice = isinstance(cb, MixChoice)
         for j in range(len(cb.mixers) if choice else 1):
@@ -419,3 +422,16 @@ def test_soak(member):
     assert grew['tensors']<=MAX_TENSORS, f"{member}: {grew['tensors']} more live tensors after {N_BATCHES-b0} batches"
     assert grew['traced']<=MAX_TRACED, f"{member}: Python memory grew by {grew['traced']} bytes over {N_BATCHES-b1} batches"
     if 'rss' in grew: assert grew['rss']<=MAX_RSS, f"{member}: resident memory grew by {grew['rss']/2**20:.1f} MiB"
+
+def test_fmix_caches_bounded():
+    "`settle` empties FMix's band caches, so the soak cannot see them grow: here, batches of 20 sizes keep at most 8 each"
+    fourier_band.cache_clear(); _band_on.cache_clear()
+    cb = FMix()
+    learn = new_learner(cb, CrossEntropyLossFlat())
+    cb.before_fit(); cb.before_train()
+    for s in range(8, 28):
+        learn.xb,learn.yb = (torch.randn(4, 3, s, s+1),),(torch.randint(0, 10, (4,)),)
+        cb.before_batch()
+    assert fourier_band.cache_info().currsize==8 and _band_on.cache_info().currsize==8
+    assert fourier_band.cache_info().misses>=20
+    cb.after_train(); cb.after_fit()
