@@ -45,7 +45,7 @@ class MixChoice(MixHandler):
         # members borrow the learner batch by batch (see `mixes`): let it go, with their last draws
         for m in self.mixers:
             m.__dict__['_learn'] = None; m._forget()
-            if '_bufs' not in self.__dict__: m.__dict__.pop('_bufs', None) # freed with ours, at the end of a fit
+            if self.__dict__.get('_bufs') is None: m.__dict__['_bufs'] = None # freed with ours, at the end of a fit
         self.cur = None
 
     @property
@@ -55,10 +55,11 @@ class MixChoice(MixHandler):
 
     def _lend(self):
         d = self.__dict__
+        if d.get('_bufs') is None: d['_bufs'] = {}
         for m in self.mixers:
             m.__dict__['_learn'] = self.learn # members read the batch and progress from our learner,
             m.__dict__['in_place'] = self.in_place # mix in place as we do,
-            m.__dict__['_bufs'] = d.setdefault('_bufs', {}) # and share our kept buffers: one set for the choice
+            m.__dict__['_bufs'] = d['_bufs'] # and share our kept buffers: one set for the choice
 
     def check_target(self, y, i):
         self._lend()

@@ -286,7 +286,9 @@ class MixHandler(Callback):
         learn = ifnone(learn, self.learn)
         lf = getattr(learn, 'loss_func', None)
         if isinstance(lf, MixLoss): learn.loss_func = lf.loss_func
-        if metrics: _unwrap_metrics(learn); self.__dict__.pop('_bufs', None) # the kept buffers live as long as a fit
+        # the kept buffers live as long as a fit. Set to None, not deleted: a key deleted and added back fit after fit
+        # makes Python rebuild the instance's dict now and then (MixChoice: one per member)
+        if metrics: _unwrap_metrics(learn); self.__dict__['_bufs'] = None
         self._forget()
 
     @contextmanager
@@ -530,7 +532,9 @@ class MixHandler(Callback):
 
     def _kept(self, shape, t, room=0):
         "A tensor of `shape`, like `t`, in memory kept from batch to batch: made once, grown when a batch needs more"
-        bufs = self.__dict__.setdefault('_bufs', {}) # not batch state (`_drawing`): it outlives the batch on purpose
+        d = self.__dict__ # `_bufs` is not batch state (`_drawing`): it outlives the batch on purpose
+        if d.get('_bufs') is None: d['_bufs'] = {}
+        bufs = d['_bufs']
         key,n = (t.dtype, t.device),math.prod(shape)
         buf = bufs.get(key)
         if buf is None or buf.numel()<n: buf = bufs[key] = t.new_empty(max(n, room), dtype=t.dtype).as_subclass(Tensor)

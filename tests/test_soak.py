@@ -403,12 +403,15 @@ def test_soak(member):
             if mid is None and start>=N_BATCHES*3//4:
                 tracemalloc.start()
                 settle(learners, settle_lf) # traced: the end's `settle` replaces what this one leaves, like for like
+                snap = tracemalloc.take_snapshot() # kept to the end, so the growth below does not count it
                 mid,b1 = tracemalloc.get_traced_memory()[0],start
             learn,cb = learners[fit[2]]
             one_fit(learn, cb, member, fit)
             del learn,cb
         settle(learners, settle_lf)
         end = measure()
+        if mid is not None and end['traced']-mid>MAX_TRACED: # where it grew, for the failure's message
+            growth = [d for d in tracemalloc.take_snapshot().compare_to(snap, 'lineno') if d.size_diff>0][:8]
     finally:
         if not tracing: tracemalloc.stop()
     dt = time.perf_counter()-t0
@@ -420,7 +423,8 @@ def test_soak(member):
           f"over the last {N_BATCHES-b1}: {grew['traced']} bytes traced")
     assert grew['objects']<=MAX_OBJECTS, f"{member}: {grew['objects']} more live objects after {N_BATCHES-b0} batches"
     assert grew['tensors']<=MAX_TENSORS, f"{member}: {grew['tensors']} more live tensors after {N_BATCHES-b0} batches"
-    assert grew['traced']<=MAX_TRACED, f"{member}: Python memory grew by {grew['traced']} bytes over {N_BATCHES-b1} batches"
+    assert grew['traced']<=MAX_TRACED, (f"{member}: Python memory grew by {grew['traced']} bytes over {N_BATCHES-b1} batches, "
+                                        "most at:\n" + '\n'.join(map(str, growth)))
     if 'rss' in grew: assert grew['rss']<=MAX_RSS, f"{member}: resident memory grew by {grew['rss']/2**20:.1f} MiB"
 
 def test_fmix_caches_bounded():
