@@ -43,9 +43,10 @@ class MixChoice(MixHandler):
     def _forget(self):
         super()._forget()
         # members borrow the learner batch by batch (see `mixes`): let it go, with their last draws
+        freed = self.__dict__.get('_bufs') is None # ours are let go at the end of a fit: the members' copies with them
         for m in self.mixers:
             m.__dict__['_learn'] = None; m._forget()
-            if self.__dict__.get('_bufs') is None: m.__dict__['_bufs'] = None # freed with ours, at the end of a fit
+            if freed: m.__dict__['_bufs'] = None
         self.cur = None
 
     @property
@@ -54,12 +55,11 @@ class MixChoice(MixHandler):
         return all(m.region for m in self.mixers)
 
     def _lend(self):
-        d = self.__dict__
-        if d.get('_bufs') is None: d['_bufs'] = {}
+        bufs = self._kept_bufs()
         for m in self.mixers:
             m.__dict__['_learn'] = self.learn # members read the batch and progress from our learner,
             m.__dict__['in_place'] = self.in_place # mix in place as we do,
-            m.__dict__['_bufs'] = d['_bufs'] # and share our kept buffers: one set for the choice
+            m.__dict__['_bufs'] = bufs # and share our kept buffers: one set for the choice
 
     def check_target(self, y, i):
         self._lend()

@@ -530,11 +530,15 @@ class MixHandler(Callback):
         "A copy of `t` in the buffer `partners` keeps: for methods that write each sample from several others (RICAP)"
         return self._kept(t.shape, t).copy_(t) if self.in_place else t.clone()
 
-    def _kept(self, shape, t, room=0):
-        "A tensor of `shape`, like `t`, in memory kept from batch to batch: made once, grown when a batch needs more"
+    def _kept_bufs(self)->dict:
+        "The buffers kept from batch to batch, by dtype and device: made on first use in a fit, let go when it ends"
         d = self.__dict__ # `_bufs` is not batch state (`_drawing`): it outlives the batch on purpose
         if d.get('_bufs') is None: d['_bufs'] = {}
-        bufs = d['_bufs']
+        return d['_bufs']
+
+    def _kept(self, shape, t, room=0):
+        "A tensor of `shape`, like `t`, in memory kept from batch to batch: made once, grown when a batch needs more"
+        bufs = self._kept_bufs()
         key,n = (t.dtype, t.device),math.prod(shape)
         buf = bufs.get(key)
         if buf is None or buf.numel()<n: buf = bufs[key] = t.new_empty(max(n, room), dtype=t.dtype).as_subclass(Tensor)
