@@ -50,31 +50,53 @@ class RICAP(MixHandler):
 
     def mix(self, t):
         if self.per_sample and not self.loops(t): return self._gather(t)
+        if not self.per_sample: return self._tile_batch(t)
         # the tiles are written into the learner's batch from a copy of it kept between batches: no new batch
         # (with `in_place=False`, into a new batch from the batch itself)
         src,out = (self.kept_copy(t), t) if self.in_place else (t, torch.empty_like(t))
-        if self.per_sample or self.loops(t): return self._tile_by_sample(src, out)
-        H,W = t.shape[-2:]
-        for (th,tw,oy,ox),p,(y0,x0) in zip(self.tiles, self.perms, ((0, 0), (0, W), (H, 0), (H, W))):
-            y0,x0 = (0 if y0==0 else H-th),(0 if x0==0 else W-tw) # top-left, top-right, bottom-left, bottom-right
-            if th==H and tw==W: # one tile is the whole image, the others are empty
-                torch.index_select(src.as_subclass(Tensor), 0, p, out=out.as_subclass(Tensor))
-                return out
-            if th and tw: out[..., y0:y0+th, x0:x0+tw] = src[..., oy:oy+th, ox:ox+tw].index_select(0, p)
-        return out
+        return self._tile_by_sample(src, out)
+
+    def _tiles(self, H, W):
+        "(tile, its permutation, its corner in the output) for each non-empty tile of the batch's split"
+        corners = ((0, 0), (0, W), (H, 0), (H, W)) # top-left, top-right, bottom-left, bottom-right
+        return [((th,tw,oy,ox), p, (0 if y0==0 else H-th, 0 if x0==0 else W-tw))
+                for (th,tw,oy,ox),p,(y0,x0) in zip(self.tiles, self.perms, corners) if th and tw]
+
+    def _tile_batch(self, t):
+        "One split for the batch: each tile's crops gathered for the whole batch at once, four gathers and four copies"
+        (H,W),u = t.shape[-2:],t.as_subclass(Tensor)
+        tiles = self._tiles(H, W)
+        if not self.in_place: # a new batch, the tiles written into it from the batch itself
+            out = torch.empty_like(t)
+            o = out.as_subclass(Tensor)
+            for (th,tw,oy,ox),p,(y0,x0) in tiles: o[..., y0:y0+th, x0:x0+tw] = u[..., oy:oy+th, ox:ox+tw].index_select(0, p)
+            return out
+        # in place: every tile's crops are gathered before any is written, into the buffer kept between batches, one
+        # stretch per tile (the tiles' areas add up to the image's, so the batch's size in all), then copied into place
+        buf,parts,at = self._kept((u.numel(),), u),[],0
+        for (th,tw,oy,ox),p,(y0,x0) in tiles:
+            n = math.prod(u.shape[:-2])*th*tw
+            b = buf[at:at+n].view(*u.shape[:-2], th, tw); at += n
+            parts.append((torch.index_select(u[..., oy:oy+th, ox:ox+tw], 0, p, out=b), y0, x0))
+        for b,y0,x0 in parts: u[..., y0:y0+b.shape[-2], x0:x0+b.shape[-1]].copy_(b)
+        return t
 
     def _tile_by_sample(self, src, out):
-        "Tiles copied sample by sample (large samples on the CPU): each tile one copy of a slice of `src` into `out`, no index per pixel"
+        "Tiles copied sample by sample (large samples on the CPU): each tile one copy of a block of `src` into `out`, no index per pixel"
         bs,(H,W) = out.shape[0],out.shape[-2:]
         u,o = src.as_subclass(Tensor),out.as_subclass(Tensor)
-        full = lambda v: v if len(v)==bs else v*bs # one boundary point for the batch, or one per sample
-        h,w = full(self.h.tolist()),full(self.w.tolist())
-        oy,ox,perms = [full(r) for r in self.oy.tolist()],[full(r) for r in self.ox.tolist()],self.perms.tolist()
+        (so,su),sh = (o.stride(), u.stride()),o.shape[1:-2]
+        at = lambda v,s,i,y,x: v.storage_offset() + i*s[0] + y*s[-2] + x*s[-1] # where a block starts in the storage
+        h,w = self.h.tolist(),self.w.tolist()
+        oy,ox,perms = self.oy.tolist(),self.ox.tolist(),self.perms.tolist()
         for i in range(bs):
             th,tw = (h[i], h[i], H-h[i], H-h[i]),(w[i], W-w[i], w[i], W-w[i]) # top-left, top-right, bottom-left, bottom-right
             for k,(y0,x0) in enumerate(((0, 0), (0, w[i]), (h[i], 0), (h[i], w[i]))):
-                y,x = oy[k][i],ox[k][i]
-                if th[k] and tw[k]: o[i][..., y0:y0+th[k], x0:x0+tw[k]] = u[perms[k][i]][..., y:y+th[k], x:x+tw[k]]
+                if not (th[k] and tw[k]): continue
+                # each block viewed in one call: slicing a sample, then its rows and columns, costs more than the copy
+                size = (*sh, th[k], tw[k])
+                o.as_strided(size, so[1:], at(o, so, i, y0, x0)).copy_(
+                    u.as_strided(size, su[1:], at(u, su, perms[k][i], oy[k][i], ox[k][i])))
         return out
 
     def _gather(self, t):
