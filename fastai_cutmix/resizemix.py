@@ -10,7 +10,7 @@ from .core import _check_num, _check_bool
 from .cutmix import box_mask, _check_minmax
 
 # %% auto #0
-__all__ = ['resize_into', 'ResizeMix']
+__all__ = ['resize_into', 'linear_taps', 'shrink_rows_first', 'ResizeMix']
 
 # %% ../nbs/07_resizemix.ipynb #b2011137
 def resize_into(
@@ -31,6 +31,35 @@ def resize_into(
     r = F.grid_sample(u if fl else u.float(), grid.to(u.dtype if fl else torch.float32),
                       mode='bilinear' if fl else 'nearest', padding_mode='border', align_corners=False)
     return (r if fl else r.round().to(t.dtype)).reshape(t.shape)
+
+# %% ../nbs/07_resizemix.ipynb #90d13578
+def linear_taps(
+    n_in:int, # Length of the input axis
+    n_out:int, # Length of the output axis
+    device=None, # Where the taps are made
+)->tuple: # (first source index, second source index, weight of the second), each of length `n_out`
+    "Where linear resampling from `n_in` to `n_out` pixels reads, at pixel centres, as `interpolate` with `align_corners=False`"
+    src = ((torch.arange(n_out, device=device, dtype=torch.float32)+.5)*(n_in/n_out)-.5).clamp_min(0)
+    i0 = src.long().clamp_max(n_in-1) # src >= 0: truncating is flooring
+    return i0,(i0+1).clamp_max(n_in-1),src-i0
+
+def shrink_rows_first(
+    t:Tensor, # (bs, [channels...,] H, W) contiguous float batch
+    idx:Tensor, # (n,) which sample of `t` each output row takes
+    side:tuple, # (height, width) of the output
+    buf:Tensor=None, # Room for two gathers of `n×channels×height×W` elements, kept between batches (default: new)
+)->Tensor: # (n, [channels...,] *side): `F.interpolate(t[idx], side, mode='bilinear')`, up to float rounding
+    "Bilinear resampling of `t[idx]` to `side`: source rows gathered and blended first, then the width shrunk"
+    (H,W),(h,w),lead = t.shape[-2:],side,t.shape[1:-2]
+    c = math.prod(lead)
+    r0,r1,wy = linear_taps(H, h, t.device)
+    first = ((idx*c)[:, None] + torch.arange(c, device=t.device))[..., None]*H # (n, c, 1) first row of each taken image
+    rows,n = t.reshape(-1, W),len(idx)*c*h
+    if buf is None: buf = t.new_empty(2*n*W)
+    a = torch.index_select(rows, 0, (first+r0).flatten(), out=buf[:n*W].view(n, W))
+    b = torch.index_select(rows, 0, (first+r1).flatten(), out=buf[n*W:2*n*W].view(n, W))
+    a = a.view(-1, h, W).lerp_(b.view(-1, h, W), wy.to(t.dtype)[:, None])
+    return F.interpolate(a, size=w, mode='linear', align_corners=False).view(len(idx), *lead, h, w)
 
 # %% ../nbs/07_resizemix.ipynb #d94ff701
 class ResizeMix(MixHandler):
@@ -80,8 +109,23 @@ class ResizeMix(MixHandler):
         side = self.side[0].tolist()
         if min(side)==0: return t
         if not self.in_place: t = t.clone()
-        # large samples on the CPU: shrunk one at a time along the permutation's cycles (`interpolate` copies its input
-        # when it shrinks a lot). Otherwise the whole batch shrunk to the box's size, then permuted
+        u = t.as_subclass(Tensor)
+        if u.device.type=='cpu' and len(size)==2 and u.dtype in (torch.float32, torch.float64) and u.is_contiguous():
+            # float images on the CPU (see "Shrinking a batch on the CPU"): every tap read before the box is written, into
+            # a buffer kept between batches, sized once for two gathers of the most rows `scale` allows
+            most = min(size[0], round(self.scale[1]*size[0])+1)
+            buf = self._kept((2*u.numel()//size[0]*most,), u)
+            # torch's kernel converts the batch to channels-last and back where the output's height and width add up
+            # to 128 or less (and, with one thread, for 3 channels: hence the channels folded into the batch below)
+            if sum(side)<=128: u[self.box] = shrink_rows_first(u, self.perm, side, buf)
+            else: # a large box: PyTorch's kernel into the buffer, each sample then copied into its taker's box
+                small = buf[:u.numel()//math.prod(size)*math.prod(side)].view(*u.shape[:-2], *side)
+                # `interpolate`'s own kernel, asked to write into the buffer: a new output would cost fresh pages
+                torch.ops.aten.upsample_bilinear2d.out(u.view(-1, 1, *size), side, False, None, None, out=small.view(-1, 1, *side))
+                u[self.box].index_copy_(0, torch.argsort(self.perm), small)
+            return t
+        # masks, and large samples of other kinds on the CPU: shrunk one at a time along the permutation's cycles
+        # (`interpolate` copies its input when it shrinks a lot). Otherwise the whole batch shrunk, then permuted
         if self.loops(t): return self.walk(t, lambda s,i: shrink(s[None], side)[0], lambda s,p,i: s[self.box].copy_(p), fixed=True)
         t[self.box] = shrink(t, side).index_select(0, self.perm)
         return t

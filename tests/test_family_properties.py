@@ -410,3 +410,19 @@ def test_resizemix_has_no_alpha():
     cb = ResizeMix()
     mixing_learner(cb, torch.randn(4, 2, 6, 7), torch.randint(0, 3, (4,)), pct_train=.5)
     assert cb.idx is not None # mixes without one
+
+@pytest.mark.parametrize('tau', [.2, .7]) # a box whose sides add up to 128 or less (rows first), and a larger one (torch's kernel)
+@pytest.mark.parametrize('in_place', [True, False])
+def test_resizemix_batch_box_is_the_interpolated_partner(tau, in_place):
+    "One box for the batch, on the CPU: inside it each sample holds its partner as `F.interpolate` shrinks it, outside its own pixels"
+    x = torch.randn(5, 3, 96, 96)
+    cb = ResizeMix(scale=(tau, tau))
+    cb.in_place = in_place
+    set_seed(1)
+    got = mixing_learner(cb, x.clone(), torch.arange(5)).xb[0].as_subclass(torch.Tensor)
+    (y0,x0),(h,w) = cb.lo[0].tolist(),cb.side[0].tolist()
+    assert (h,w)==(round(tau*96),)*2 and (sum((h,w))<=128)==(tau<.5)
+    want = x.clone()
+    want[..., y0:y0+h, x0:x0+w] = F.interpolate(x[cb.perm], size=(h, w), mode='bilinear', align_corners=False)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(got, x)

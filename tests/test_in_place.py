@@ -36,8 +36,7 @@ def batch(shape, seed):
     return TensorImage(torch.randn(shape, generator=g)),TensorCategory(torch.randint(0, 10, shape[:1], generator=g))
 
 # mixer factories, and the most full-size allocations a step may make: none for MixUp and CutMix in any mode and for
-# every member's batch mode (RICAP tiles the batch from a copy kept between batches); ResizeMix shrinking the whole
-# batch (small samples) pays the copy PyTorch's `interpolate` makes of its input when it shrinks a lot
+# every member's batch mode (RICAP tiles the batch from a copy kept between batches, ResizeMix shrinks it into one)
 LIMITS = {
     'MixUp()':                    (lambda: MixUp(), 0),
     'MixUp(per_sample=False)':    (lambda: MixUp(per_sample=False), 0),
@@ -46,7 +45,7 @@ LIMITS = {
     'Cutout()':                   (lambda: Cutout(), 0),
     'Cutout(per_sample=True)':    (lambda: Cutout(per_sample=True), 0),
     'FMix()':                     (lambda: FMix(), 0),
-    'ResizeMix()':                (lambda: ResizeMix(), {LOOP: 0, BUFFER: 1}),
+    'ResizeMix()':                (lambda: ResizeMix(), 0),
     'RICAP()':                    (lambda: RICAP(), 0),
     'RICAP(per_sample=True)':     (lambda: RICAP(per_sample=True), {LOOP: 0, BUFFER: 99}), # small samples: one index per pixel
     'CutMixUp()':                 (lambda: CutMixUp(), 0),
