@@ -33,23 +33,32 @@ def fourier_band(
     return [k[i] for k,i in zip(ks, keep)],amp[torch.meshgrid(*keep, indexing='ij')].float()
 
 @functools.lru_cache(maxsize=8) # a few sizes: a batch of other sizes each step must not grow it
-def _band_on(size, decay_power, device):
-    "`fourier_band` on `device`, copied there once: later batches make no host-to-device copy (a sync on a GPU)"
+def _band_on(size, decay_power, device, grid):
+    """`fourier_band` on `device`, with the cosines and sines of `_fourier_field` for the coarse grid on which thresholds are
+    found and for the whole mask: made there once, so later batches make no host-to-device copy (a sync on a GPU), and a
+    batch's draw is its random spectrum, two sets of matrix products, a sort and a comparison"""
     ks,amp = fourier_band(size, decay_power)
-    return [k.to(device) for k in ks],amp.to(device)
+    ks,amp = [k.to(device) for k in ks],amp.to(device)
+    N,nd = math.prod(size),len(size)
+    g = list(size) if N<=grid else [min(s, max(2, int(grid**(1/nd)))) for s in size] # the whole mask if it is small, else a coarse grid of cell centres
+    coarse = [torch.arange(s, device=device, dtype=torch.float32) if gi==s else (torch.arange(gi, device=device)+.5)*s/gi-.5 for s,gi in zip(size, g)]
+    whole = [torch.arange(s, device=device, dtype=torch.float32) for s in size]
+    return amp,_field_bases(ks, coarse, size),(None if g==list(size) else _field_bases(ks, whole, size))
 
-def _fourier_field(spec, ks, pos, size):
-    "The real part of the inverse DFT of `spec` (n, m_1, ..., m_d) on frequencies `ks`, at positions `pos` (one vector per dimension)"
+def _field_bases(ks, pos, size):
+    "For each dimension, the cosines and sines (m, P) of its frequencies `ks` at its positions `pos`, as `_fourier_field` takes them"
+    return [((a := 2*math.pi*k.to(p)[:, None]*p[None]/s).cos(), a.sin()) for k,p,s in zip(ks, pos, size)]
+
+def _fourier_field(spec, bases):
+    "The real part of the inverse DFT of `spec` (n, m_1, ..., m_d), at the positions `bases` were made for (see `_field_bases`)"
     # one dimension at a time, each a single 2-D real matrix product (complex and batched ones are far slower on the CPU):
     # the next frequency dimension is moved last and replaced by positions, so after the last one the result is in order
     re,im = spec.real,spec.imag
-    for d,(k,p,s) in enumerate(zip(ks, pos, size)):
-        last = d==len(size)-1
-        a = 2*math.pi*k.to(p)[:, None]*p[None]/s # (m, P)
-        c,sn = a.cos(),a.sin()
+    for d,(c,sn) in enumerate(bases):
+        last = d==len(bases)-1
         re,im = re.movedim(1, -1),im.movedim(1, -1)
         lead = re.shape[:-1]
-        re,im = re.reshape(-1, len(k)),im.reshape(-1, len(k))
+        re,im = re.reshape(-1, c.shape[0]),im.reshape(-1, c.shape[0])
         re,im = torch.addmm(re@c, im, sn, alpha=-1).view(*lead, -1),(None if last else torch.addmm(re@sn, im, c).view(*lead, -1))
     return re
 
@@ -75,17 +84,15 @@ def fourier_weights(
 
 def _fourier_weights(lam, size, decay_power, grid):
     n,dev,size = lam.shape[0],lam.device,tuple(size)
-    ks,amp = _band_on(size, float(decay_power), str(dev))
+    amp,coarse_bases,whole_bases = _band_on(size, float(decay_power), str(dev), grid)
     spec = torch.randn(n, *amp.shape, dtype=torch.complex64, device=dev) * amp
-    N,nd = math.prod(size),len(size)
-    g = list(size) if N<=grid else [min(s, max(2, int(grid**(1/nd)))) for s in size] # the whole mask if it is small, else a coarse grid of cell centres
-    pos = [torch.arange(s, device=dev, dtype=torch.float32) if gi==s else (torch.arange(gi, device=dev)+.5)*s/gi-.5 for s,gi in zip(size, g)]
-    coarse = _fourier_field(spec, ks, pos, size).flatten(1)
+    N = math.prod(size)
+    coarse = _fourier_field(spec, coarse_bases).flatten(1)
     q = ((1-lam)*N).round()/N # the share of pixels to give the partner, in whole pixels
     r = (q*coarse.shape[1]).round().long() # as a rank on the coarse grid
     top = coarse.sort(1, descending=True).values
     thr = torch.where(r>0, top.gather(1, (r-1).clamp_min(0)[:, None])[:, 0], math.inf)
-    full = coarse if g==list(size) else _fourier_field(spec, ks, [torch.arange(s, device=dev, dtype=torch.float32) for s in size], size).flatten(1)
+    full = coarse if whole_bases is None else _fourier_field(spec, whole_bases).flatten(1)
     w = torch.ge(full, thr[:, None], out=torch.empty_like(full)) # in float: a boolean result is several times slower on the CPU
     return w.view(n, *size),1-w.mean(1)
 
@@ -114,11 +121,12 @@ class FMix(MixHandler):
         w = self.w
         if not t.is_floating_point(): # integer masks: cut with the same blob, by a boolean mask
             return paste(t, w.to(torch.uint8).view(torch.bool), self.partners(t), in_place=self.in_place)
-        at = lambda i: w[i if w.shape[0]>1 else 0].view(*[1]*(t.ndim-w.ndim), *w.shape[1:]).to(t.dtype) # over the channels
+        W = w.view(w.shape[0], *[1]*(t.ndim-w.ndim), *w.shape[1:]).to(t.dtype) # over the channels
         # a lerp with weights 0 and 1 takes each pixel from one side exactly: see `paste`. Large samples on the CPU:
-        # each sample from its partner along the cycles; otherwise from the partners gathered into the kept buffer
+        # each sample from its partner along the cycles (one mask for the batch, or sample `i`'s own); otherwise from
+        # the partners gathered into the kept buffer
+        at = (lambda i: W[0]) if W.shape[0]==1 else (lambda i: W[i])
         if self.loops(t): return self.walk(t, lambda s,i: s, lambda s,p,i: s.lerp_(p, at(i)))
-        W = w.view(w.shape[0], *[1]*(t.ndim-w.ndim), *w.shape[1:]).to(t.dtype)
         if not self.in_place: return torch.lerp(t, t.index_select(0, self.perm), W)
         t.as_subclass(Tensor).lerp_(self.partners(t), W)
         return t
