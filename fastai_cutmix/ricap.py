@@ -63,22 +63,16 @@ class RICAP(MixHandler):
                 for (th,tw,oy,ox),p,(y0,x0) in zip(self.tiles, self.perms, corners) if th and tw]
 
     def _tile_batch(self, t):
-        "One split for the batch: each tile's crops gathered for the whole batch at once, four gathers and four copies"
+        "One split for the batch: each tile's crops gathered for the whole batch at once, straight to their place in the result"
         (H,W),u = t.shape[-2:],t.as_subclass(Tensor)
-        tiles = self._tiles(H, W)
-        if not self.in_place: # a new batch, the tiles written into it from the batch itself
-            out = torch.empty_like(t)
-            o = out.as_subclass(Tensor)
-            for (th,tw,oy,ox),p,(y0,x0) in tiles: o[..., y0:y0+th, x0:x0+tw] = u[..., oy:oy+th, ox:ox+tw].index_select(0, p)
-            return out
-        # in place: every tile's crops are gathered before any is written, into the buffer kept between batches, one
-        # stretch per tile (the tiles' areas add up to the image's, so the batch's size in all), then copied into place
-        buf,parts,at = self._kept((u.numel(),), u),[],0
-        for (th,tw,oy,ox),p,(y0,x0) in tiles:
-            n = math.prod(u.shape[:-2])*th*tw
-            b = buf[at:at+n].view(*u.shape[:-2], th, tw); at += n
-            parts.append((torch.index_select(u[..., oy:oy+th, ox:ox+tw], 0, p, out=b), y0, x0))
-        for b,y0,x0 in parts: u[..., y0:y0+b.shape[-2], x0:x0+b.shape[-1]].copy_(b)
+        # in place, the tiles are laid out in the buffer kept between batches (every crop read before any pixel of the
+        # batch changes), which is then copied over the batch in one contiguous copy: cheaper than copying four tiles'
+        # strided blocks. Otherwise they are laid out in a new batch
+        o = self._kept(u.shape, u) if self.in_place else torch.empty_like(u)
+        for (th,tw,oy,ox),p,(y0,x0) in self._tiles(H, W):
+            torch.index_select(u[..., oy:oy+th, ox:ox+tw], 0, p, out=o[..., y0:y0+th, x0:x0+tw])
+        if not self.in_place: return retain_type(o, t)
+        u.copy_(o)
         return t
 
     def _tile_by_sample(self, src, out):
