@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #4080f1cb
 from __future__ import annotations
-import numbers, inspect
+import numbers, inspect, operator
 from copy import deepcopy
 from types import SimpleNamespace
 from fastai.basics import *
 from fastai.vision.core import TensorPoint, TensorBBox
 
 # %% auto #0
-__all__ = ['reduce_loss', 'sample_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'cycles', 'MixHandler', 'mixing_learner',
-           'check_shares']
+__all__ = ['reduce_loss', 'sample_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'cycles', 'blocks', 'MixHandler',
+           'mixing_learner', 'check_shares']
 
 # %% ../nbs/00_core.ipynb #c1795eb7
 def reduce_loss(
@@ -240,6 +240,16 @@ def cycles(
         while not seen[i]: seen[i] = True; c.append(i); i = perm[i]
         res.append(c)
     return res
+
+# %% ../nbs/00_core.ipynb #9d0341a6
+def blocks(
+    t:Tensor, # A plain tensor, batch first
+    nd:int, # How many of its last dimensions the blocks are cut along
+)->Callable: # view(i, lo, size) -> sample `i`'s block starting at `lo`, of `size`, its leading dimensions (channels...) whole
+    "Views of blocks of `t`'s samples, each made in one call: indexing a sample and slicing each dimension costs more than copying a small block on the CPU"
+    s,at = t.stride(),t.storage_offset() # read once: each read is a call
+    lead,st,sp,s0 = tuple(t.shape[1:t.ndim-nd]),s[1:],s[t.ndim-nd:],s[0]
+    return lambda i,lo,size: t.as_strided((*lead, *size), st, at + i*s0 + sum(map(operator.mul, lo, sp)))
 
 # %% ../nbs/00_core.ipynb #a6893582
 class MixHandler(Callback):
@@ -560,11 +570,30 @@ class MixHandler(Callback):
     )->Tensor: # `t`
         "Change every sample of `t` from its partner in place, along `perm`'s cycles, with one part kept aside per cycle"
         u = t.as_subclass(Tensor) # fastai's tensor types cost microseconds per operation: the loop works on plain ones
-        for c in cycles(self.perm.tolist(), fixed):
-            first = take(u[c[0]], c[-1]).clone()
-            for a,b in zip(c, c[1:]): step(u[a], take(u[b], a), a)
-            step(u[c[-1]], first, c[-1])
+        self._walk(lambda j,i: take(u[j], i), lambda i,p: step(u[i], p, i), fixed)
         return t
+
+    def walk_blocks(self,
+        t:Tensor, # A tensor of the batch, changed in place
+        dst:Callable, # dst(i) -> where sample `i`'s block starts along each spatial dimension (the last ones)
+        size:Callable, # size(i) -> the block's size along them
+        src:Callable=None, # src(i) -> where the block it takes starts in its partner (default: `dst(i)`, the same place)
+        perm:Tensor=None, # Whom each sample takes from (default: `perm`; RICAP walks one of its tiles' permutations)
+    )->Tensor: # `t`
+        "`walk` for pasting blocks: sample `i`'s block copied from a block of its partner, each block viewed with `block`"
+        u = t.as_subclass(Tensor)
+        view = blocks(u, len(dst(0))) # as many dimensions as the blocks have starts
+        take = lambda j,i: view(j, (src or dst)(i), size(i)) # sample `j`'s block for its taker `i`
+        # a sample that is its own partner is left alone, unless it takes from another place in itself
+        self._walk(take, lambda i,p: view(i, dst(i), size(i)).copy_(p), src is not None, perm)
+        return t
+
+    def _walk(self, take, step, fixed=False, perm=None):
+        "The walk on sample numbers: `take(j, i)` is sample `j`'s part for its taker `i`; `step(i, part)` changes sample `i`"
+        for c in cycles((self.perm if perm is None else perm).tolist(), fixed):
+            first = take(c[0], c[-1]).clone()
+            for a,b in zip(c, c[1:]): step(a, take(b, a))
+            step(c[-1], first)
 
     def pairs(self,
         keep:Tensor, # (bs,) share of each sample that stays its own

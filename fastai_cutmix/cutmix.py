@@ -120,11 +120,13 @@ class CutMix(MixHandler):
         if self.per_sample:
             if not self.boxes: return paste(t, self.mask, self.source(t), in_place=self.in_place)
             if self.perm is None: return paste_boxes(t, *self.boxes, self.sources()) # Cutout: a fill, no partners
-            bx = [(..., *map(slice, l, h)) for l,h in zip(*self.boxes)] # each sample's box, taken from its partner
-            return self.walk(t, lambda s,i: s[bx[i]], lambda s,p,i: s[bx[i]].copy_(p))
+            lo,sz = self.boxes[0],[[b-a for a,b in zip(l, h)] for l,h in zip(*self.boxes)] # each sample's box, taken from its partner
+            return self.walk_blocks(t, lo.__getitem__, sz.__getitem__)
         if not self.in_place: t = t.clone()
         b = self.box
-        if self.perm is not None and self.loops(t): return self.walk(t, lambda s,i: s[b], lambda s,p,i: s[b].copy_(p))
+        if self.perm is not None and self.loops(t):
+            lo,sz = [s.start for s in b[1:]],[s.stop-s.start for s in b[1:]]
+            return self.walk_blocks(t, lambda i: lo, lambda i: sz)
         t[b] = self.source(t[b], room=t.numel())
         return t
 

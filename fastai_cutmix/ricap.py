@@ -65,32 +65,35 @@ class RICAP(MixHandler):
     def _tile_batch(self, t):
         "One split for the batch: each tile's crops gathered for the whole batch at once, straight to their place in the result"
         (H,W),u = t.shape[-2:],t.as_subclass(Tensor)
-        # in place, the tiles are laid out in the buffer kept between batches (every crop read before any pixel of the
-        # batch changes), which is then copied over the batch in one contiguous copy: cheaper than copying four tiles'
-        # strided blocks. Otherwise they are laid out in a new batch
+        tiles = self._tiles(H, W)
+        # large samples on the CPU, in place: the largest tile is moved sample by sample along its permutation's cycles
+        # (one pass over it), once the other tiles' crops have been gathered into the kept buffer
+        big = max(tiles, key=lambda tl: tl[0][0]*tl[0][1]) if self.loops(t) else None
+        rest = [tl for tl in tiles if tl is not big]
+        # otherwise every tile is laid out in the kept buffer (every crop read before any pixel of the batch changes),
+        # then copied over the batch in one contiguous copy, cheaper than four tiles' strided blocks; or in a new batch
         o = self._kept(u.shape, u) if self.in_place else torch.empty_like(u)
-        for (th,tw,oy,ox),p,(y0,x0) in self._tiles(H, W):
+        for (th,tw,oy,ox),p,(y0,x0) in rest:
             torch.index_select(u[..., oy:oy+th, ox:ox+tw], 0, p, out=o[..., y0:y0+th, x0:x0+tw])
         if not self.in_place: return retain_type(o, t)
-        u.copy_(o)
+        if big is None:
+            u.copy_(o)
+            return t
+        (th,tw,oy,ox),p,(y0,x0) = big
+        self.walk_blocks(u, lambda i: (y0, x0), lambda i: (th, tw), lambda i: (oy, ox), perm=p)
+        for (th,tw,_,_),_,(y0,x0) in rest: u[..., y0:y0+th, x0:x0+tw] = o[..., y0:y0+th, x0:x0+tw]
         return t
 
     def _tile_by_sample(self, src, out):
         "Tiles copied sample by sample (large samples on the CPU): each tile one copy of a block of `src` into `out`, no index per pixel"
         bs,(H,W) = out.shape[0],out.shape[-2:]
-        u,o = src.as_subclass(Tensor),out.as_subclass(Tensor)
-        (so,su),sh = (o.stride(), u.stride()),o.shape[1:-2]
-        at = lambda v,s,i,y,x: v.storage_offset() + i*s[0] + y*s[-2] + x*s[-1] # where a block starts in the storage
+        take,put = blocks(src.as_subclass(Tensor), 2),blocks(out.as_subclass(Tensor), 2)
         h,w = self.h.tolist(),self.w.tolist()
         oy,ox,perms = self.oy.tolist(),self.ox.tolist(),self.perms.tolist()
         for i in range(bs):
             th,tw = (h[i], h[i], H-h[i], H-h[i]),(w[i], W-w[i], w[i], W-w[i]) # top-left, top-right, bottom-left, bottom-right
             for k,(y0,x0) in enumerate(((0, 0), (0, w[i]), (h[i], 0), (h[i], w[i]))):
-                if not (th[k] and tw[k]): continue
-                # each block viewed in one call: slicing a sample, then its rows and columns, costs more than the copy
-                size = (*sh, th[k], tw[k])
-                o.as_strided(size, so[1:], at(o, so, i, y0, x0)).copy_(
-                    u.as_strided(size, su[1:], at(u, su, perms[k][i], oy[k][i], ox[k][i])))
+                if th[k] and tw[k]: put(i, (y0, x0), (th[k], tw[k])).copy_(take(perms[k][i], (oy[k][i], ox[k][i]), (th[k], tw[k])))
         return out
 
     def _gather(self, t):
