@@ -580,7 +580,7 @@ class MixHandler(Callback):
         src:Callable=None, # src(i) -> where the block it takes starts in its partner (default: `dst(i)`, the same place)
         perm:Tensor=None, # Whom each sample takes from (default: `perm`; RICAP walks one of its tiles' permutations)
     )->Tensor: # `t`
-        "`walk` for pasting blocks: sample `i`'s block copied from a block of its partner, each block viewed with `block`"
+        "`walk` for pasting blocks: sample `i`'s block copied from a block of its partner, each block viewed in one call (`blocks`)"
         u = t.as_subclass(Tensor)
         view = blocks(u, len(dst(0))) # as many dimensions as the blocks have starts
         take = lambda j,i: view(j, (src or dst)(i), size(i)) # sample `j`'s block for its taker `i`
