@@ -583,7 +583,8 @@ class MixHandler(Callback):
         "`walk` for pasting blocks: sample `i`'s block copied from a block of its partner, each block viewed in one call (`blocks`)"
         u = t.as_subclass(Tensor)
         view = blocks(u, len(dst(0))) # as many dimensions as the blocks have starts
-        take = lambda j,i: view(j, (src or dst)(i), size(i)) # sample `j`'s block for its taker `i`
+        frm = src or dst
+        take = lambda j,i: view(j, frm(i), size(i)) # sample `j`'s block for its taker `i`
         # a sample that is its own partner is left alone, unless it takes from another place in itself
         self._walk(take, lambda i,p: view(i, dst(i), size(i)).copy_(p), src is not None, perm)
         return t

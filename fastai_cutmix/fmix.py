@@ -125,8 +125,9 @@ class FMix(MixHandler):
         # a lerp with weights 0 and 1 takes each pixel from one side exactly: see `paste`. Large samples on the CPU:
         # each sample from its partner along the cycles (one mask for the batch, or sample `i`'s own); otherwise from
         # the partners gathered into the kept buffer
-        at = (lambda i: W[0]) if W.shape[0]==1 else (lambda i: W[i])
-        if self.loops(t): return self.walk(t, lambda s,i: s, lambda s,p,i: s.lerp_(p, at(i)))
+        if self.loops(t):
+            ws = W.expand(t.shape[0], *W.shape[1:]).unbind() # each sample's mask, viewed once
+            return self.walk(t, lambda s,i: s, lambda s,p,i: s.lerp_(p, ws[i]))
         if not self.in_place: return torch.lerp(t, t.index_select(0, self.perm), W)
         t.as_subclass(Tensor).lerp_(self.partners(t), W)
         return t
