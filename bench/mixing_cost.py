@@ -110,6 +110,17 @@ def _event(x, y, k):
     from fastai.callback.core import Callback
     return _learner_step(Callback(), x, y, lambda learn: None)
 
+def _floor(x, y, k):
+    """An in-place MixUp of the batch in plain PyTorch, with no framework and no checks: the partners gathered into a kept
+    buffer, then one blend, with λ from Python's generator. On small samples, where a copy per sample costs more to
+    launch than it moves, the least that mixing the learner's batch in place costs that we know of"""
+    import random
+    kept = torch.empty_like(x)
+    def step(buf):
+        perm = torch.randperm(buf.shape[0], device=buf.device)
+        return buf.lerp_(torch.index_select(buf, 0, perm, out=kept), random.random()),None
+    return step
+
 def _copy(x, y, k):
     out = torch.empty_like(x)
     return lambda buf: (out.copy_(x), None)
@@ -122,6 +133,7 @@ def methods()->tuple:
     ours = lambda name, op, mode, f: Method('fastai_cutmix', name, op, mode, lambda x,y,k: _fastai_cutmix_step(f(), x, y, k), ours=True)
     ms = [Method('unit', 'out.copy_(x)', 'copy', '', _copy),
           Method('unit', "learn('before_batch') with no mixer", 'event', '', _event),
+          Method('unit', "x.lerp_(torch.index_select(x, 0, perm, out=kept), λ)", 'floor', '', _floor),
           ours('MixUp()', 'mixup', 'sample', MixUp),
           ours('MixUp(per_sample=False)', 'mixup', 'batch', lambda: MixUp(per_sample=False)),
           ours('CutMix()', 'cutmix', 'batch', CutMix),
@@ -406,6 +418,14 @@ def write_csv(path, results, dev):
                 w.writerow({**{k: r[k] for k in CSV_COLS if k in r}, 'shape': shape.name.replace('×', 'x'), 'device': dev,
                             **{k: f"{r[k]:.4f}" for k in ('median_ms', 'iqr_ms', 'copies', 'refill_ms', 'host_ms')}})
 
+def floor_line(rows)->str:
+    "The event and the plain in-place MixUp added up: on small samples, about the least a callback mixing the learner's batch pays"
+    e,f = (next(r['copies'] for r in rows if r['op']==op) for op in ('event', 'floor'))
+    return (f"Reference: fastai's `before_batch` event with no mixer ({e:.2f} copies) plus an in-place MixUp in plain PyTorch, "
+            f"with no checks (`x.lerp_(torch.index_select(x, 0, perm, out=kept), λ)`, {f:.2f}): {e+f:.2f} batch copies. On "
+            "small samples this is about the least a callback that mixes the learner's batch pays; on large ones this "
+            "library's walk along the permutation's cycles moves less (see bench/README.md).")
+
 def write_md(path, results, mi, dev, cmd, skipped, quick):
     L = [f"# Mixing cost per batch{' (quick smoke run: too few repetitions to quote)' if quick else ''}", '',
          "The time a training step pays to turn a batch into the mixed input and what the loss needs (targets, λ), "
@@ -434,7 +454,7 @@ def write_md(path, results, mi, dev, cmd, skipped, quick):
                       "on a machine with CUDA.", '']
     for shape,res in results.items():
         miss = [t['target'] for t in res['targets'] if t['result']=='MISS']
-        L += [f"### {shape.name}", ''] + overview_md(res['rows'], res['unit']) + ['',
+        L += [f"### {shape.name}", ''] + overview_md(res['rows'], res['unit']) + ['', floor_line(res['rows']), '',
               f"Targets: {sum(t['result']=='PASS' for t in res['targets'])} of {len(res['targets'])} met"
               + (f"; missed: {'; '.join(miss)} (profiles below)." if miss else '.'), '']
     for shape,res in results.items():
@@ -445,7 +465,7 @@ def write_md(path, results, mi, dev, cmd, skipped, quick):
               f"{med(refills):.3f} ms across methods. {shape.reps} timed rounds after {shape.warmup} warm-up rounds.", '']
         head = ['library', 'method', 'mode', 'median ms', 'IQR ms', 'batch copies'] + (['host ms', 'sync-free'] if gpu else [])
         L += ['| ' + ' | '.join(head) + ' |', '|' + '---|'*3 + '---:|'*(len(head)-3-gpu) + ('---|' if gpu else '')]
-        order = ['copy', 'event', 'mixup', 'cutmix', 'cutmixup', 'fmix', 'resizemix', 'ricap', 'cutout']
+        order = ['copy', 'event', 'floor', 'mixup', 'cutmix', 'cutmixup', 'fmix', 'resizemix', 'ricap', 'cutout']
         for r in sorted(rows, key=lambda r: (order.index(r['op']), r['mode']!='batch', r['library']!='fastai_cutmix', r['median_ms'])):
             name = f"**{r['method']}**" if r['library']=='fastai_cutmix' else f"`{r['method']}`"
             cells = [r['library'], name, r['mode'], f"{r['median_ms']:.3f}", f"{r['iqr_ms']:.3f}", f"{r['copies']:.2f}"]

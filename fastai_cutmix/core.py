@@ -35,10 +35,11 @@ def sample_lam(
     "`n` draws from Beta(`alpha`, `alpha`) made on `device`, without a host-device sync, right for every `alpha` > 0"
     a = float(alpha)
     # in float64, so that λ within 1e-38 of 0 or 1 is still drawn as float32 rounds it, not as 0 or 1 out of overflow
-    g = torch._standard_gamma(torch.full((2, n), a+1, dtype=torch.float64, device=device)) # the kernel of torch's Gamma
-    u = 1 - torch.rand(2, n, dtype=torch.float64, device=device) # in (0, 1]: no log(0)
-    lg = g.log() + u.log()/a # logarithms of two Gamma(a) draws
-    return torch.sigmoid(lg[0]-lg[1]).float()
+    lg = torch._standard_gamma(torch.full((2, n), a+1, dtype=torch.float64, device=device)).log_() # the kernel of torch's Gamma
+    # plus log(u)/a for u uniform in (0, 1], as log1p(-r) for r in [0, 1): no log(0). Each step in place: on small
+    # batches a draw costs what its operations cost to launch
+    lg.add_(torch.rand(2, n, dtype=torch.float64, device=device).neg_().log1p_(), alpha=1/a) # logarithms of two Gamma(a) draws
+    return torch.sigmoid(lg[0].sub_(lg[1])).float()
 
 # %% ../nbs/00_core.ipynb #2bd95244
 def weigh(

@@ -25,8 +25,10 @@ def resize_into(
     if nd==1: u,size,lo,side = u[:, :, None],(1, *size),F.pad(lo, (1, 0)),F.pad(side, (1, 0), value=1)
     # output pixel p of the box samples the input at normalised coordinate 2(p-lo+½)/side-1 (align_corners=False)
     axes = [(torch.arange(s, device=dev)[None]-lo[:, d:d+1]+.5)*2/side[:, d:d+1].clamp_min(1)-1 for d,s in enumerate(size)]
-    grid = torch.stack(torch.meshgrid(*[torch.arange(s, device=dev) for s in size], indexing='ij'), -1) # (*size, nd)
-    grid = torch.stack([axes[d][:, grid[..., d]] for d in reversed(range(len(size)))], -1) # x first, as grid_sample wants
+    # each axis's coordinates broadcast over the others, stacked x first as grid_sample wants: one write of the grid
+    # (indexing each axis by a meshgrid costs several times more on small images)
+    view = lambda d,a: a.view(bs, *[s if e==d else 1 for e,s in enumerate(size)]).expand(bs, *size)
+    grid = torch.stack([view(d, axes[d]) for d in reversed(range(len(size)))], -1) # (bs, *size, nd)
     fl = t.is_floating_point()
     r = F.grid_sample(u if fl else u.float(), grid.to(u.dtype if fl else torch.float32),
                       mode='bilinear' if fl else 'nearest', padding_mode='border', align_corners=False)

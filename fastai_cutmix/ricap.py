@@ -97,14 +97,21 @@ class RICAP(MixHandler):
         return out
 
     def _gather(self, t):
-        "Per-sample tiles: every output pixel indexes its source sample, row and column"
+        "Per-sample tiles: each output pixel's place in the flat batch, made of a part per row and a part per column, then one gather"
         bs,(H,W),dev = t.shape[0],t.shape[-2:],t.device
-        r,c = torch.arange(H, device=dev).view(1, H, 1),torch.arange(W, device=dev).view(1, 1, W)
-        h,w = self.h.view(bs, 1, 1),self.w.view(bs, 1, 1)
-        bottom,right = r>=h,c>=w
-        q = (bottom*2 + right).flatten(1) # (bs, H*W) tile of each pixel
-        pick = lambda v: v.t().gather(1, q).view(bs, H, W) # per sample and pixel, from a (4, bs) tensor
-        rows = r - bottom*h + pick(self.oy)
-        cols = c - right*w + pick(self.ox)
-        u = t.movedim((-2, -1), (1, 2)) # (bs, H, W, channels...)
-        return u[pick(self.perms), rows, cols].movedim((1, 2), (-2, -1))
+        u = t.as_subclass(Tensor).contiguous()
+        n = u[0].numel()//(H*W) # channels, folded into one dimension (1 for masks)
+        it = torch.int32 if u.numel()<2**31 else torch.int64 # a narrower index is read faster
+        h,w = self.h[:, None],self.w[:, None]
+        y,x = torch.arange(H, device=dev, dtype=it),torch.arange(W, device=dev, dtype=it)
+        bottom,right = y>=h,x>=w # (bs, H), (bs, W): the output rows in the bottom tiles, the columns in the right ones
+        k = torch.arange(4, device=dev)[:, None] # the tiles: top-left, top-right, bottom-left, bottom-right
+        # tile k's pixel (y, x) reads row y-(h if bottom)+oy and column x-(w if right)+ox of its source: in the flat
+        # batch, an offset that depends on the row plus one that depends on the column. Index tensors per pixel would
+        # cost several times more to make than the gather itself on small images.
+        row = ((self.perms*n*H + self.oy - (k>=2)*h.T)*W).to(it)[..., None] + y*W # (4, bs, H)
+        col = (self.ox - (k%2)*w.T).to(it)[..., None] + x # (4, bs, W)
+        row,col = torch.where(bottom, row[2:], row[:2]),torch.where(right, col[1::2], col[::2]) # by column side; by row side
+        at = torch.where(right[:, None], row[1][..., None], row[0][..., None]) + torch.where(bottom[..., None], col[1][:, None], col[0][:, None])
+        at = at.view(bs, 1, H*W) + torch.arange(0, n*H*W, H*W, device=dev, dtype=it).view(1, n, 1) # then each channel's
+        return retain_type(u.view(-1).index_select(0, at.view(-1)).view(t.shape), t)

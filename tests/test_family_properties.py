@@ -217,6 +217,24 @@ def test_cut_pixels_move_with_their_mask_labels(ms, bs, c, per_sample, mask_chan
                     if (region & q).any(): assert is_box(region & q) and torch.equal(region & q, q)
         else: assert torch.equal(pos[i], torch.arange(N)) # FMix, CutMix: pixels stay put
 
+@pytest.mark.parametrize('size', [(7, 9), (32, 32)]) # both gathered as a whole (samples under `loop_numel` elements)
+def test_ricap_per_sample_tiles_are_the_drawn_crops(size):
+    "A split per sample: tile k of sample i, image and mask alike, is the crop of sample perms[k, i] at (oy, ox), of the tile's size"
+    H,W = size
+    bs = 6
+    set_seed(1)
+    x,m = torch.randn(bs, 3, H, W),torch.randint(0, 5, (bs, H, W))
+    cb = RICAP(per_sample=True)
+    learn = mixing_learner(cb, x.clone(), m.clone(), loss_func=CrossEntropyLossFlat(axis=1))
+    xm,ym = learn.xb[0],learn.yb[0]
+    for i in range(bs):
+        h,w = int(cb.h[i]),int(cb.w[i])
+        for k,(y0,x0,th,tw) in enumerate([(0, 0, h, w), (0, w, h, W-w), (h, 0, H-h, w), (h, w, H-h, W-w)]):
+            j,oy,ox = int(cb.perms[k, i]),int(cb.oy[k, i]),int(cb.ox[k, i])
+            assert torch.equal(xm[i, :, y0:y0+th, x0:x0+tw], x[j, :, oy:oy+th, ox:ox+tw]), (i, k)
+            assert torch.equal(ym[i, y0:y0+th, x0:x0+tw], m[j, oy:oy+th, ox:ox+tw]), (i, k)
+        torch.testing.assert_close(cb.wgt[:, i], torch.tensor([h*w, h*(W-w), (H-h)*w, (H-h)*(W-w)])/(H*W))
+
 @pytest.mark.parametrize('per_sample', [True, False]) # False once resized masks with floor(p*in/out): shifted
 @settings(max_examples=40, **SETTINGS)
 @given(bs=st.integers(1, 8), size=spatial_sizes(), axis=st.integers(0, 2), seed=seeds)
