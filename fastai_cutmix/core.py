@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #4080f1cb
 from __future__ import annotations
-import numbers, inspect, operator
+import contextlib, numbers, inspect, operator
 from copy import deepcopy
 from types import SimpleNamespace
 from fastai.basics import *
@@ -243,6 +243,13 @@ def cycles(
     return res
 
 # %% ../nbs/00_core.ipynb #9d0341a6
+def _plain_ops():
+    """A context in which fastai's tensor types (`TensorImage`, `TensorCategory`...) run PyTorch's operations directly:
+    their `__torch_function__` goes through Python on every operation and attribute read, tens of microseconds each,
+    more than mixing a small batch costs. Tensors keep their types; new results come out as plain tensors"""
+    ctx = getattr(torch._C, 'DisableTorchFunctionSubclass', None) # torch 2.0 and later
+    return ctx() if ctx is not None else contextlib.nullcontext()
+
 def blocks(
     t:Tensor, # A plain tensor, batch first
     nd:int, # How many of its last dimensions the blocks are cut along
@@ -380,10 +387,11 @@ class MixHandler(Callback):
     def before_batch(self):
         self.idx = self.wgt = None
         try:
-            if not self._checked: self._check() # refused before anything trains, even where `p` skips the first batches
-            self._checked = True
-            if self._pct() < self.stop_pct and self._now():
-                with self._drawing(): self._mix()
+            with _plain_ops():
+                if not self._checked: self._check() # refused before anything trains, even where `p` skips the first batches
+                self._checked = True
+                if self._pct() < self.stop_pct and self._now():
+                    with self._drawing(): self._mix()
         except Exception:
             self._restore(metrics=True) # our own error ends `fit` without `after_fit`: leave the learner as we found it
             raise
@@ -442,9 +450,10 @@ class MixHandler(Callback):
             f"{type(self).__name__}: integer targets need one loss per sample, but the loss "
             f"{learn.loss_func.loss_func!r} cannot skip its reduction. Give it a `reduction` argument or "
             "attribute (as PyTorch and fastai losses have), or use one-hot float targets.")
-        learn.xb = tuple(self.mix(t) if m else t for t,m in zip(xb, todo))
+        # what `mix` returns gets its input's type back: under `_plain_ops` a new tensor comes out plain
+        learn.xb = tuple(retain_type(self.mix(t), t) if m else t for t,m in zip(xb, todo))
         if not all(self.per_src):
-            learn.yb = tuple(y if s else self.mix(y) if c else self.mix_target(y) for y,c,s in zip(yb, self.cut, self.per_src))
+            learn.yb = tuple(y if s else retain_type(self.mix(y), y) if c else self.mix_target(y) for y,c,s in zip(yb, self.cut, self.per_src))
 
     def mix_target(self,
         y:Tensor, # A float target with one value (or row) per sample

@@ -7,7 +7,8 @@ shapes: samples large enough for the CPU's sample-by-sample walk along the permu
 from partners gathered into a buffer kept between batches."""
 import pytest, torch
 from fastai.basics import Learner, CrossEntropyLossFlat, set_seed, TensorCategory, Tensor
-from fastai.vision.core import TensorImage
+from fastai.vision.core import TensorImage, TensorMask
+from fastai.torch_core import TensorMultiCategory
 from torch.profiler import profile, ProfilerActivity
 from fastai_cutmix.core import mixing_learner, MixHandler
 from fastai_cutmix.all import MixUp, CutMix, Cutout, FMix, ResizeMix, RICAP, CutMixUp, MixChoice
@@ -47,7 +48,7 @@ LIMITS = {
     'FMix()':                     (lambda: FMix(), 0),
     'ResizeMix()':                (lambda: ResizeMix(), 0),
     'RICAP()':                    (lambda: RICAP(), 0),
-    'RICAP(per_sample=True)':     (lambda: RICAP(per_sample=True), {LOOP: 0, BUFFER: 99}), # small samples: one index per pixel
+    'RICAP(per_sample=True)':     (lambda: RICAP(per_sample=True), {LOOP: 0, BUFFER: 2}), # small samples: a new batch, gathered by a 32-bit index per pixel
     'CutMixUp()':                 (lambda: CutMixUp(), 0),
     'CutMixUp(per_sample=True)':  (lambda: CutMixUp(per_sample=True), 0),
 }
@@ -146,3 +147,20 @@ def test_fit_with_in_place_mixers():
         learn.fit(1, 1e-3)
         assert all(torch.isfinite(torch.tensor(v[0])) for v in learn.recorder.values)
     assert torch.equal(dls.train_ds[0][0], first)
+
+@pytest.mark.parametrize('in_place', [True, False])
+@pytest.mark.parametrize('name', list(ALL))
+def test_mixed_batch_keeps_its_types(name, in_place):
+    "The mixer runs on PyTorch's own dispatch (`_plain_ops`), yet the learner gets the batch back as fastai typed it"
+    cb = ALL[name]()
+    cb.in_place = in_place
+    x = TensorImage(torch.randn(6, 2, 9, 11))
+    # a mask where every member cuts regions (or keeps targets whole); otherwise one-hot float targets, mixed as tensors
+    cuts = all(m.region or not m.mixes_targets for m in getattr(cb, 'mixers', [cb]))
+    y = (TensorMask(torch.randint(0, 3, (6, 9, 11))) if cuts else
+         TensorMultiCategory(torch.nn.functional.one_hot(torch.randint(0, 3, (6,)), 3).float()))
+    set_seed(0)
+    learn = mixing_learner(cb, x.clone(), y.clone(), loss_func=CrossEntropyLossFlat(axis=1))
+    assert cb.idx is not None # it mixed
+    assert type(learn.xb[0]) is TensorImage and type(learn.yb[0]) is type(y), (type(learn.xb[0]), type(learn.yb[0]))
+    assert not torch.equal(learn.xb[0].as_subclass(Tensor), x.as_subclass(Tensor)) # and changed the pixels
