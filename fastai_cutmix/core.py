@@ -245,8 +245,9 @@ def cycles(
 # %% ../nbs/00_core.ipynb #9d0341a6
 def _plain_ops():
     """A context in which fastai's tensor types (`TensorImage`, `TensorCategory`...) run PyTorch's operations directly:
-    their `__torch_function__` goes through Python on every operation and attribute read, tens of microseconds each,
-    more than mixing a small batch costs. Tensors keep their types; new results come out as plain tensors"""
+    their `__torch_function__` goes through Python on every operation and attribute read, several microseconds to tens
+    of microseconds each: a step's dozens of them cost as much as mixing a small batch. Tensors keep their types; new
+    results come out as plain tensors"""
     ctx = getattr(torch._C, 'DisableTorchFunctionSubclass', None) # torch 2.0 and later
     return ctx() if ctx is not None else contextlib.nullcontext()
 
