@@ -16,6 +16,7 @@ try:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.common.exceptions import TimeoutException
 except ImportError: webdriver = None
 
 root = Path(__file__).parents[1]
@@ -225,9 +226,11 @@ def test_search_finds_ricap(base, browser):
     box = browser.find_element(By.CSS_SELECTOR, 'input.md-search__input')
     box.click()
     box.send_keys('RICAP')
-    hits = WebDriverWait(browser, wait_s).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, '.md-search-result__item a[href]'))
-    assert any('08_ricap.html' in h.get_attribute('href') for h in hits)
+    # The results list is re-rendered as each key lands ('R', 'RI', ...), so an element found for one prefix can be
+    # gone by the time it is read: read every hit's address in one script, in the page, and wait for the RICAP page.
+    hrefs = "return [...document.querySelectorAll('.md-search-result__item a[href]')].map(a => a.href)"
+    try: WebDriverWait(browser, wait_s).until(lambda d: any('08_ricap.html' in h for h in d.execute_script(hrefs)))
+    except TimeoutException: pytest.fail(f"search for RICAP never linked 08_ricap.html; hits: {browser.execute_script(hrefs)}")
 
 def test_tables_render_once(pages):
     "No table follows an identical one: show_doc's table of parameters is rendered once"
