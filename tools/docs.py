@@ -2,7 +2,7 @@
 processed notebooks (as `proc_nbs` makes them: show_doc rendered, hidden and exported cells dropped), each with the
 outputs of running its notebook in nbs/ as `nbdev_test` does, and rewritten where Quarto and mkdocs-jupyter read a
 notebook differently: front matter, `#|` directives, Pandoc's link attributes, links into the published site, headings."""
-import json, posixpath, re, shutil, sys, tempfile, time
+import json, multiprocessing, posixpath, re, shutil, sys, tempfile, time
 from collections import Counter
 from pathlib import Path
 import yaml
@@ -58,6 +58,10 @@ def proc_nb(fn):
 
 def run_nb(fn):
     "Outputs of running `fn` as `nbdev_test` does (the same cells skipped, in its folder), by cell id; or the error"
+    # this worker was started by spawn, and a spawned process makes its own children the same way: every DataLoader
+    # worker of the notebook would be a fresh interpreter importing torch and fastai, each epoch (09_cli took 100 s
+    # here instead of 18). Its children are made as nbdev_test's and a user's are on Linux: by fork
+    if 'fork' in multiprocessing.get_all_start_methods(): multiprocessing.set_start_method('fork', force=True)
     nb = NBProcessor(fn, procs=FrontmatterProc, process=True).nb
     flags = set(cfg.tst_flags.split())
     def skip(c):
