@@ -11,7 +11,7 @@ from fastai.basics import *
 from fastai.vision.core import TensorPoint, TensorBBox
 
 # %% auto #0
-__all__ = ['reduce_loss', 'sample_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'cycles', 'blocks', 'MixHandler',
+__all__ = ['reduce_loss', 'sample_lam', 'host_lam', 'weigh', 'MixLoss', 'MixMetric', 'paste', 'cycles', 'blocks', 'MixHandler',
            'mixing_learner', 'check_shares']
 
 # %% ../nbs/00_core.ipynb #c1795eb7
@@ -40,6 +40,19 @@ def sample_lam(
     # batches a draw costs what its operations cost to launch
     lg.add_(torch.rand(2, n, dtype=torch.float64, device=device).neg_().log1p_(), alpha=1/a) # logarithms of two Gamma(a) draws
     return torch.sigmoid(lg[0].sub_(lg[1])).float()
+
+# %% ../nbs/00_core.ipynb #c66a005e
+def host_lam(
+    alpha:float, # Concentration of Beta(`alpha`, `alpha`), > 0
+)->float: # One draw in [0, 1]
+    "One draw of `sample_lam(alpha, 1)` as a Python number: the same generator and arithmetic, in a handful of calls"
+    a = float(alpha)
+    g = torch._standard_gamma(torch.full((2,), a+1, dtype=torch.float64)).tolist()
+    r = torch.rand(2, dtype=torch.float64).tolist()
+    d = math.log(g[0]) - math.log(g[1]) + (math.log1p(-r[0]) - math.log1p(-r[1]))/a # log Ga - log Gb
+    if d>=0: return 1/(1+math.exp(-d)) # the sigmoid of d, written so that `exp` cannot overflow
+    e = math.exp(d)
+    return e/(1+e)
 
 # %% ../nbs/00_core.ipynb #2bd95244
 def weigh(

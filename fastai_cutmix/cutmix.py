@@ -111,7 +111,7 @@ class CutMix(MixHandler):
             return self.pairs(1-box_share(lo, hi, size))
         # one box for the batch is drawn on the host, in Python numbers: plain integer slices cost the GPU no sync,
         # and a dozen one-number tensor operations would cost more than cutting a small batch
-        lo,hi = host_box(sample_lam(self.cur_alpha, 1, 'cpu').item(), size, self.minmax)
+        lo,hi = host_box(host_lam(self.cur_alpha), size, self.minmax)
         self.box = (..., *(slice(a, b) for a,b in zip(lo, hi)))
         keep = 1 - math.prod(b-a for a,b in zip(lo, hi))/math.prod(size)
         return self.pairs(torch.full((bs,), keep, device=x.device))

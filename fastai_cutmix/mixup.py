@@ -28,8 +28,11 @@ class MixUp(MixHandler):
 
     def draw(self, x):
         bs = x.shape[0]
-        lam = sample_lam(self.cur_alpha, bs if self.per_sample else 1, x.device)
-        return self.pairs((torch.maximum(lam, 1-lam) if self.max_lam else lam).expand(bs))
+        if not self.per_sample: # one λ for the batch: drawn on the host (`host_lam`), then a fill on the batch's device
+            lam = host_lam(self.cur_alpha)
+            return self.pairs(torch.full((bs,), max(lam, 1-lam) if self.max_lam else lam, device=x.device))
+        lam = sample_lam(self.cur_alpha, bs, x.device)
+        return self.pairs(torch.maximum(lam, 1-lam) if self.max_lam else lam)
 
     def mixes(self, t, i): return t.is_floating_point()
 
