@@ -81,16 +81,19 @@ class ResizeMix(MixHandler):
 
     def draw(self, x):
         bs,size = x.shape[0],x.shape[2:]
-        n,dev = (bs, x.device) if self.per_sample else (1, 'cpu') # one box for the batch: drawn on the host
-        tau = torch.empty(n, device=dev).uniform_(*self.scale)
+        (a,b),nd = self.scale,len(size)
+        if not self.per_sample: # one box for the batch, drawn as each sample's below but in Python numbers, on the host
+            tau,*u = torch.rand(1+nd, dtype=torch.float64).tolist()
+            side = [round((a + tau*(b-a))*s) for s in size]
+            lo = [int(r*(s-d+1)) for r,s,d in zip(u, size, side)]
+            self.side,self.lo = torch.tensor([side]),torch.tensor([lo]) # (1, nd), as the per-sample mode's (bs, nd)
+            self.box = (..., *(slice(l, l+d) for l,d in zip(lo, side)))
+            return self.pairs(torch.full((bs,), 1-math.prod(side)/math.prod(size), device=x.device))
+        tau = torch.empty(bs, device=x.device).uniform_(a, b)
         self.side = torch.stack([(tau*s).round().long() for s in size], 1) # sizes as numbers: no host-to-device copy
-        self.lo = torch.stack([(torch.rand(n, device=dev)*(s-self.side[:, d]+1)).long() for d,s in enumerate(size)], 1)
-        keep = 1-self.side.prod(1).float()/math.prod(size)
-        if self.per_sample: self.mask = box_mask(self.lo, self.lo+self.side, size)
-        else:
-            self.box = (..., *(slice(a, a+s) for a,s in zip(self.lo[0].tolist(), self.side[0].tolist())))
-            keep = torch.full((bs,), keep.item(), device=x.device)
-        return self.pairs(keep)
+        self.lo = torch.stack([(torch.rand(bs, device=x.device)*(s-self.side[:, d]+1)).long() for d,s in enumerate(size)], 1)
+        self.mask = box_mask(self.lo, self.lo+self.side, size)
+        return self.pairs(1-self.side.prod(1).float()/math.prod(size))
 
     def mix(self, t):
         size = self.learn.xb[0].shape[2:]

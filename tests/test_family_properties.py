@@ -259,10 +259,10 @@ def test_resizemix_batch_box_mask_on_a_ramp():
     cb = ResizeMix(scale=(.25, .25), per_sample=False)
     learn = mixing_learner(cb, x, m, loss_func=CrossEntropyLossFlat(axis=1))
     assert cb.side[0].tolist()==[1, 4]
-    a = cb.lo[0, 1].item()
-    torch.testing.assert_close(learn.xb[0][0, 0, 0, a:a+4], torch.tensor([1.5, 5.5, 9.5, 13.5]))
+    r,a = cb.lo[0].tolist() # the box's one row, and its first column
+    torch.testing.assert_close(learn.xb[0][0, 0, r, a:a+4], torch.tensor([1.5, 5.5, 9.5, 13.5]))
     # got [0, 4, 8, 12]: the labels of the pixels 1.5 pixels to the left of where the image was sampled
-    assert torch.equal(learn.yb[0][0, 0, a:a+4], torch.tensor([2, 6, 10, 14])) # nearest to 1.5, 5.5, ...
+    assert torch.equal(learn.yb[0][0, r, a:a+4], torch.tensor([2, 6, 10, 14])) # nearest to 1.5, 5.5, ...
 
 REGION = ('fmix', 'resizemix', 'ricap', 'cutout', 'choice_region')
 
