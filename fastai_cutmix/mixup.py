@@ -28,10 +28,8 @@ class MixUp(MixHandler):
 
     def draw(self, x):
         bs = x.shape[0]
-        if not self.per_sample: # one λ for the batch: drawn on the host (`host_lam`), then a fill on the batch's device
-            lam = host_lam(self.cur_alpha)
-            return self.pairs(torch.full((bs,), max(lam, 1-lam) if self.max_lam else lam, device=x.device))
-        lam = sample_lam(self.cur_alpha, bs, x.device)
+        if self.per_sample: lam = sample_lam(self.cur_alpha, bs, x.device)
+        else: lam = torch.full((bs,), host_lam(self.cur_alpha), device=x.device) # one λ, drawn on the host: a fill on the device
         return self.pairs(torch.maximum(lam, 1-lam) if self.max_lam else lam)
 
     def mixes(self, t, i): return t.is_floating_point()

@@ -32,27 +32,28 @@ class RICAP(MixHandler):
 
     def draw(self, x):
         bs,(H,W) = x.shape[0],x.shape[2:]
-        if not self.per_sample: return self._draw_batch(bs, H, W, x)
-        lam = sample_lam(self.cur_alpha, 2*bs, x.device).view(2, bs)
-        h,w = (lam[0]*H).round().long(),(lam[1]*W).round().long()
-        th = torch.stack([h, h, H-h, H-h]) # (4, bs) tile heights and widths: top-left, top-right, bottom-left, bottom-right
-        tw = torch.stack([w, W-w, w, W-w])
-        self.oy = (torch.rand(4, bs, device=x.device)*(H-th+1)).long() # where each tile's crop starts in its source
-        self.ox = (torch.rand(4, bs, device=x.device)*(W-tw+1)).long()
-        self.h,self.w = h,w
-        self.perms = torch.stack([torch.randperm(bs, device=x.device) for _ in range(4)])
-        return self.perms,(th*tw).float()/(H*W)
+        if self.per_sample:
+            lam = sample_lam(self.cur_alpha, 2*bs, x.device).view(2, bs)
+            h,w = (lam[0]*H).round().long(),(lam[1]*W).round().long()
+            th = torch.stack([h, h, H-h, H-h]) # (4, bs) tile heights and widths: top-left, top-right, bottom-left, bottom-right
+            tw = torch.stack([w, W-w, w, W-w])
+            self.oy = (torch.rand(4, bs, device=x.device)*(H-th+1)).long() # where each tile's crop starts in its source
+            self.ox = (torch.rand(4, bs, device=x.device)*(W-tw+1)).long()
+            self.h,self.w = h,w
+            wgt = (th*tw).float()/(H*W)
+        else: wgt = self._draw_batch(bs, H, W, x)
+        self.perms = torch.stack([torch.randperm(bs, device=x.device) for _ in range(4)]) # each tile's source, per sample
+        return self.perms,wgt
 
     def _draw_batch(self, bs, H, W, x):
-        "One split for the batch, drawn as the per-sample mode draws each sample's, in Python numbers (see `host_lam`)"
+        "One split for the batch, drawn as the per-sample mode draws each sample's, in Python numbers (see `host_lam`): its weights"
         h,w = round(host_lam(self.cur_alpha)*H),round(host_lam(self.cur_alpha)*W)
         th,tw = (h, h, H-h, H-h),(w, W-w, w, W-w) # tile heights and widths: top-left, top-right, bottom-left, bottom-right
         uy,ux = torch.rand(2, 4, dtype=torch.float64).tolist()
         self.tiles = [(a, b, int(u*(H-a+1)), int(v*(W-b+1))) for a,b,u,v in zip(th, tw, uy, ux)] # and each crop's corner
         self.h,self.w = [h],[w] # the split, as the per-sample mode keeps one per sample
-        self.perms = torch.stack([torch.randperm(bs, device=x.device) for _ in range(4)])
         # weights made on the device from host numbers: a fill, not a copy, so no sync
-        return self.perms,torch.stack([x.new_full((bs,), a*b/(H*W), dtype=torch.float32) for a,b in zip(th, tw)])
+        return torch.stack([x.new_full((bs,), a*b/(H*W), dtype=torch.float32) for a,b in zip(th, tw)])
 
     def mix(self, t):
         if self.per_sample and not self.loops(t): return self._gather(t)

@@ -59,8 +59,8 @@ def proc_nb(fn):
 def run_nb(fn):
     "Outputs of running `fn` as `nbdev_test` does (the same cells skipped, in its folder), by cell id; or the error"
     # this worker was started by spawn, and a spawned process makes its own children the same way: every DataLoader
-    # worker of the notebook would be a fresh interpreter importing torch and fastai, each epoch (09_cli took 100 s
-    # here instead of 18). Its children are made as nbdev_test's and a user's are on Linux: by fork
+    # worker of the notebook would be a fresh interpreter importing torch and fastai, each epoch (the CLI notebook ran
+    # several times longer than under nbdev_test). Its children are made as nbdev_test's and a user's are on Linux: by fork
     if 'fork' in multiprocessing.get_all_start_methods(): multiprocessing.set_start_method('fork', force=True)
     nb = NBProcessor(fn, procs=FrontmatterProc, process=True).nb
     flags = set(cfg.tst_flags.split())
