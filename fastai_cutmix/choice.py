@@ -4,6 +4,7 @@
 
 # %% ../nbs/05_choice.ipynb #cd4a78d8
 from __future__ import annotations
+import bisect
 from fastai.basics import *
 from .core import *
 from .core import _check_num, _check_bool, _check_sched
@@ -85,22 +86,25 @@ class MixChoice(MixHandler):
         return None if m.idx is None else (m.idx,m.wgt)
 
     def draw(self, x):
+        self._lend() # the batch checks lend the learner too, but a batch laid out as the last one is not checked again
         bs,dev = x.shape[0],x.device
-        keep = torch.arange(bs, device=dev)[None],torch.ones(1, bs, device=dev)
-        if not self.per_sample:
-            self.cur = self.mixers[int(torch.multinomial(self.weights, 1))]
+        unmixed = lambda: (torch.arange(bs, device=dev)[None],torch.ones(1, bs, device=dev)) # made only where needed
+        # the cumulative shares of the members but the last, as host numbers: a uniform draw `u` picks member `bisect(cum, u)`
+        cum = self.weights.cumsum(0)[:-1].tolist()
+        if not self.per_sample: # one number read off the host's generator: no sync, and a fraction of `multinomial`'s cost
+            self.cur = self.mixers[bisect.bisect(cum, float(torch.rand(())))]
             r = self._member(self.cur, x)
             if r is None: self.cur = None
-            return ifnone(r, keep)
+            return r if r is not None else unmixed()
         masks = [m for m in self.mixers if m.region]
         if masks and len(masks)<len(self.mixers) and any(self._laid_out_like(y, x) for y in self.learn.yb): raise ValueError(
             f"{self}: with per_sample=True, targets laid out like the input (masks) cannot be cut for some samples "
             f"({', '.join(type(m).__name__ for m in masks)}) and not for others "
             f"({', '.join(type(m).__name__ for m in self.mixers if not m.region)}); use per_sample=False")
-        cum = self.weights.cumsum(0)[:-1].tolist() # host numbers: the choice is drawn on the device without a copy
-        u = torch.rand(bs, device=dev)
+        u = torch.rand(bs, device=dev) # on the device, compared with host numbers: no copy
         self.choice = sum((u>=c).long() for c in cum) if cum else torch.zeros(bs, dtype=torch.long, device=dev)
         self.drawn = [self._member(m, x) for m in self.mixers]
+        keep = unmixed()
         res = [ifnone(r, keep) for r in self.drawn]
         k = max(i.shape[0] for i,_ in res)
         pad = lambda t,v: torch.cat([t, v.expand(k-t.shape[0], bs)]) # sources of weight 0 for members with fewer

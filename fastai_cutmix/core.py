@@ -264,6 +264,17 @@ def _plain_ops():
     ctx = getattr(torch._C, 'DisableTorchFunctionSubclass', None) # torch 2.0 and later
     return ctx() if ctx is not None else contextlib.nullcontext()
 
+_tf_on = getattr(torch._C, '_is_torch_function_enabled', lambda: True) # False inside `_plain_ops`
+
+def _plain(t):
+    """`t` to read and operate on at PyTorch's own cost: a plain view of it where fastai's types would go through Python,
+    `t` itself where they do not (a plain tensor, or inside `_plain_ops`, where a view would cost more than it saves)"""
+    return t if type(t) is Tensor or not _tf_on() else t.as_subclass(Tensor)
+
+def _layout(t):
+    "What the batch checks read of `t`: its type, and a tensor's dtype, shape and device"
+    return (type(t), t.dtype, t.shape, t.device) if isinstance(t, Tensor) else (type(t),)
+
 def blocks(
     t:Tensor, # A plain tensor, batch first
     nd:int, # How many of its last dimensions the blocks are cut along
@@ -433,20 +444,26 @@ class MixHandler(Callback):
         # which costs more than mixing a small batch
         learn = self.learn
         xb,yb = learn.xb,learn.yb
+        # the checks read only types, dtypes, shapes and devices: a batch laid out as the last one checked in this fit
+        # has passed them already (a dozen reads, where checking again costs as much as mixing a small batch)
+        d,key = self.__dict__,(len(xb), *map(_layout, (*xb, *yb)))
+        last = d.get('_checked_as')
+        if self._checked and last is not None and last[0]==key: return last[1]
         x,name = xb[0],type(self).__name__
-        bs = x.as_subclass(Tensor).shape[0] if isinstance(x, Tensor) else x.shape[0]
+        bs = _plain(x).shape[0] if isinstance(x, Tensor) else x.shape[0]
         for kind,ts in (('input', xb), ('target', yb)):
             for i,t in enumerate(ts):
-                u = t.as_subclass(Tensor) if isinstance(t, Tensor) else t # shapes read off plain views: fastai's types cost microseconds per read
+                u = _plain(t) if isinstance(t, Tensor) else t # fastai's types cost microseconds per shape read, outside `_plain_ops`
                 if not isinstance(t, Tensor) or u.ndim==0 or u.shape[0]!=bs: raise ValueError(
                     f"{name}: {kind} {i} has shape {tuple(getattr(t, 'shape', ()))} but input 0 has batch size {bs}; "
                     "every input and target must be a tensor with the batch first")
         for i,y in enumerate(yb): self.check_target(y, i)
-        todo = [t.as_subclass(Tensor).numel()>0 and self.mixes(t, i) for i,t in enumerate(xb)] # an input with no elements has nothing to blend
+        todo = [_plain(t).numel()>0 and self.mixes(t, i) for i,t in enumerate(xb)] # an input with no elements has nothing to blend
         if not any(todo): raise ValueError(
             f"{name}: no input it can mix among {[f'{t.dtype} {tuple(t.shape)}' for t in xb]}, so only the targets would "
             "be mixed: training on labels that no longer describe the inputs. Integer inputs (category codes) cannot be "
             "blended and inputs with no elements have nothing to blend: a tabular batch needs continuous columns.")
+        d['_checked_as'] = (key, todo) # not the batch's state (`_drawing`): it is kept for the next batch
         return todo
 
     def _mix(self):
@@ -455,8 +472,8 @@ class MixHandler(Callback):
         todo = self._check()
         xb,yb = learn.xb,learn.yb
         self.src_yb = yb
-        idx,wgt = self.draw(xb[0].as_subclass(Tensor)) # its size, shape and device: read off a plain view, which costs less
-        self.idx,self.wgt = idx.as_subclass(Tensor),wgt.as_subclass(Tensor) # plain tensors, whatever the input's type
+        # plain tensors, whatever the input's type or the tensors `draw` returns
+        self.idx,self.wgt = (t if type(t) is Tensor else t.as_subclass(Tensor) for t in self.draw(_plain(xb[0])))
         self.cut = [self.region and self._laid_out_like(y, xb[0]) for y in yb] # after the draw: a choice's member decides
         # integer targets (class labels, integer masks) cannot be averaged: the loss is mixed instead, per sample (`lf`)
         self.per_src = [not c and not y.is_floating_point() for y,c in zip(yb, self.cut)]
@@ -464,10 +481,12 @@ class MixHandler(Callback):
             f"{type(self).__name__}: integer targets need one loss per sample, but the loss "
             f"{learn.loss_func.loss_func!r} cannot skip its reduction. Give it a `reduction` argument or "
             "attribute (as PyTorch and fastai losses have), or use one-hot float targets.")
-        # what `mix` returns gets its input's type back: under `_plain_ops` a new tensor comes out plain
-        learn.xb = tuple(retain_type(self.mix(t), t) if m else t for t,m in zip(xb, todo))
+        # what `mix` returns gets its input's type back: under `_plain_ops` a new tensor comes out plain (`t` itself, mixed
+        # in place, has it already)
+        typed = lambda r,t: r if r is t else retain_type(r, t)
+        learn.xb = tuple(typed(self.mix(t), t) if m else t for t,m in zip(xb, todo))
         if not all(self.per_src):
-            learn.yb = tuple(y if s else retain_type(self.mix(y), y) if c else self.mix_target(y) for y,c,s in zip(yb, self.cut, self.per_src))
+            learn.yb = tuple(y if s else typed(self.mix(y), y) if c else self.mix_target(y) for y,c,s in zip(yb, self.cut, self.per_src))
 
     def mix_target(self,
         y:Tensor, # A float target with one value (or row) per sample
@@ -545,7 +564,7 @@ class MixHandler(Callback):
         t:Tensor, # A tensor of the batch
     )->bool:
         "Mix `t` sample by sample along the permutation's cycles? In place, on the CPU, for samples of `loop_numel` elements or more"
-        u = t.as_subclass(Tensor) # fastai's tensor types cost microseconds per attribute read
+        u = _plain(t) # fastai's tensor types cost microseconds per attribute read
         return self.in_place and u.device.type=='cpu' and u.ndim>0 and u.shape[0]>0 and u.numel()//u.shape[0]>=self.loop_numel
 
     def partners(self,
@@ -556,7 +575,8 @@ class MixHandler(Callback):
         "`t[idx]`, gathered into a buffer kept from batch to batch (see `cycles`): no new allocation per batch"
         if idx is None: idx = self.perm
         if not self.in_place: return t.index_select(0, idx) # the gather `t[idx]` does, several times faster on CPU
-        return torch.index_select(t.as_subclass(Tensor), 0, idx, out=self._kept((idx.shape[0], *t.shape[1:]), t, room))
+        u = _plain(t)
+        return torch.index_select(u, 0, idx, out=self._kept((idx.shape[0], *u.shape[1:]), u, room))
 
     def kept_copy(self,
         t:Tensor, # A tensor of the batch
@@ -593,7 +613,7 @@ class MixHandler(Callback):
         fixed:bool=False, # Also samples that are their own partner: where mixing a sample with itself changes it (ResizeMix)
     )->Tensor: # `t`
         "Change every sample of `t` from its partner in place, along `perm`'s cycles, with one part kept aside per cycle"
-        u = t.as_subclass(Tensor) # fastai's tensor types cost microseconds per operation: the loop works on plain ones
+        u = _plain(t) # fastai's tensor types cost microseconds per operation: the loop works on plain ones
         self._walk(lambda j,i: take(u[j], i), lambda i,p: step(u[i], p, i), fixed)
         return t
 
@@ -605,7 +625,7 @@ class MixHandler(Callback):
         perm:Tensor=None, # Whom each sample takes from (default: `perm`; RICAP walks one of its tiles' permutations)
     )->Tensor: # `t`
         "`walk` for pasting blocks: sample `i`'s block copied from a block of its partner, each block viewed in one call (`blocks`)"
-        u = t.as_subclass(Tensor)
+        u = _plain(t)
         view = blocks(u, len(dst(0))) # as many dimensions as the blocks have starts
         frm = src or dst
         take = lambda j,i: view(j, frm(i), size(i)) # sample `j`'s block for its taker `i`

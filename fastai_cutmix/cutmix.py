@@ -6,7 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_num, _check_bool
+from .core import _check_num, _check_bool, _plain
 
 # %% auto #0
 __all__ = ['rand_box', 'host_box', 'box_share', 'paste_boxes', 'box_mask', 'CutMix', 'Cutout']
@@ -56,7 +56,7 @@ def paste_boxes(
 )->Tensor:
     "Paste into each sample `i` the box (`lo[i]`, `hi[i]`) of sample `src[i]`, one box at a time: each copy touches its box only"
     boxes = [(..., *map(slice, l, h)) for l,h in zip(lo, hi)]
-    u = t.as_subclass(Tensor) # fastai's tensor types cost microseconds per operation: the loop works on a plain view
+    u = _plain(t) # fastai's tensor types cost microseconds per operation: the loop works on a plain view
     if not isinstance(src, (list, tuple)):
         for i,b in enumerate(boxes): u[i][b] = src
         return t
@@ -127,17 +127,17 @@ class CutMix(MixHandler):
         if self.perm is not None and self.loops(t):
             lo,sz = [s.start for s in b[1:]],[s.stop-s.start for s in b[1:]]
             return self.walk_blocks(t, lambda i: lo, lambda i: sz)
-        u = t.as_subclass(Tensor) # the same memory: fastai's types cost tens of microseconds per indexing on small batches
+        u = _plain(t) # the same memory: fastai's types cost tens of microseconds per indexing on small batches
         u[b] = self.source(u[b], room=u.numel())
         return t
 
     def mix_rows(self, t, src, sel):
         if not self.per_sample: # one box for the batch, pasted into the chosen samples only
-            u,b = t.as_subclass(Tensor),self.box
+            u,b = _plain(t),self.box
             u[b] = torch.where(sel.view(-1, *[1]*(t.ndim-1)), src[b], u[b])
             return t
         if self.boxes:
-            u,(lo,hi) = t.as_subclass(Tensor),self.boxes
+            u,(lo,hi) = _plain(t),self.boxes
             for i in sel.nonzero().flatten().tolist():
                 b = (..., *map(slice, lo[i], hi[i]))
                 u[i][b] = src[i][b]

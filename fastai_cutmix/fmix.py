@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from fastai.basics import *
 from .core import *
-from .core import _check_num, _check_bool
+from .core import _check_num, _check_bool, _plain
 
 # %% auto #0
 __all__ = ['fourier_band', 'fourier_mask', 'fourier_weights', 'FMix']
@@ -132,5 +132,5 @@ class FMix(MixHandler):
             ws = W.expand(t.shape[0], *W.shape[1:]).unbind() # each sample's mask, viewed once
             return self.walk(t, lambda s,i: s, lambda s,p,i: s.lerp_(p, ws[i]))
         if not self.in_place: return torch.lerp(t, t.index_select(0, self.perm), W)
-        t.as_subclass(Tensor).lerp_(self.partners(t), W)
+        _plain(t).lerp_(self.partners(t), W)
         return t

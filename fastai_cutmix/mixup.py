@@ -6,7 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_bool
+from .core import _check_bool, _plain
 
 # %% auto #0
 __all__ = ['MixUp']
@@ -41,12 +41,12 @@ class MixUp(MixHandler):
         if self.loops(t):
             ws = w.tolist()
             return self.walk(t, lambda s,i: s, lambda s,p,i: s.lerp_(p, ws[i]))
-        u = t.as_subclass(Tensor) # the same memory; fastai's types cost microseconds per operation
+        u = _plain(t) # the same memory; fastai's types cost microseconds per operation
         u.lerp_(self.partners(u), w.view(-1, *[1]*(u.ndim-1)).to(u.dtype))
         return t
 
     def mix_rows(self, t, src, sel):
-        u,w = t.as_subclass(Tensor),self.wgt[1]
+        u,w = _plain(t),self.wgt[1]
         if self.loops(t):
             ws = w.tolist()
             for i in sel.nonzero().flatten().tolist(): u[i].lerp_(src[i], ws[i])

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_num, _check_bool
+from .core import _check_num, _check_bool, _plain
 from .cutmix import box_mask, _check_minmax
 
 # %% auto #0
@@ -114,7 +114,7 @@ class ResizeMix(MixHandler):
         side = self.side[0].tolist()
         if min(side)==0: return t
         if not self.in_place: t = t.clone()
-        u = t.as_subclass(Tensor)
+        u = _plain(t)
         if u.device.type=='cpu' and len(size)==2 and u.dtype in (torch.float32, torch.float64) and u.is_contiguous():
             # float images on the CPU (see "Shrinking a batch on the CPU"): every tap read before the box is written, into
             # a buffer kept between batches, sized once for two gathers of the most rows `scale` allows

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_bool
+from .core import _check_bool, _plain
 
 # %% auto #0
 __all__ = ['RICAP']
@@ -71,7 +71,7 @@ class RICAP(MixHandler):
 
     def _tile_batch(self, t):
         "One split for the batch: each tile's crops gathered for the whole batch at once, straight to their place in the result"
-        (H,W),u = t.shape[-2:],t.as_subclass(Tensor)
+        (H,W),u = t.shape[-2:],_plain(t)
         tiles = self._tiles(H, W)
         # large samples on the CPU, in place: the largest tile is moved sample by sample along its permutation's cycles
         # (one pass over it), once the other tiles' crops have been gathered into the kept buffer
@@ -94,7 +94,7 @@ class RICAP(MixHandler):
     def _tile_by_sample(self, src, out):
         "Tiles copied sample by sample (large samples on the CPU): each tile one copy of a block of `src` into `out`, no index per pixel"
         bs,(H,W) = out.shape[0],out.shape[-2:]
-        take,put = blocks(src.as_subclass(Tensor), 2),blocks(out.as_subclass(Tensor), 2)
+        take,put = blocks(_plain(src), 2),blocks(_plain(out), 2)
         h,w = self.h.tolist(),self.w.tolist()
         oy,ox,perms = self.oy.tolist(),self.ox.tolist(),self.perms.tolist()
         for i in range(bs):
@@ -106,7 +106,7 @@ class RICAP(MixHandler):
     def _gather(self, t):
         "Per-sample tiles: each output pixel's place in the flat batch, made of a part per row and a part per column, then one gather"
         bs,(H,W),dev = t.shape[0],t.shape[-2:],t.device
-        u = t.as_subclass(Tensor).contiguous()
+        u = _plain(t).contiguous()
         n = u[0].numel()//(H*W) # channels, folded into one dimension (1 for masks)
         it = torch.int32 if u.numel()<2**31 else torch.int64 # a narrower index is read faster
         h,w = self.h[:, None],self.w[:, None]

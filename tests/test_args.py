@@ -195,6 +195,28 @@ def test_first_batch_checked_even_unmixed():
     with pytest.raises(ValueError, match="cannot cut input 0 of shape"): mixing_learner(cb, torch.randn(4, 10))
     assert cb.idx is None
 
+def test_checked_again_when_the_layout_changes():
+    "A batch laid out as the last one checked (types, dtypes, shapes, devices) is not checked again; any other one is, mid-fit too"
+    from fastai.torch_core import TensorImage, TensorCategory
+    from fastai.vision.core import TensorBBox
+    x,y = TensorImage(torch.randn(4, 3, 8, 8)),TensorCategory(torch.randint(0, 2, (4,)))
+    cb = CutMix()
+    learn = mixing_learner(cb, x.clone(), y)
+    def batch(xb, yb):
+        learn.xb,learn.yb = xb,yb
+        cb.before_batch()
+        return cb.idx is not None
+    seen = []
+    check = cb.check_target
+    cb.check_target = lambda t,i: (seen.append(type(t).__name__), check(t, i))
+    assert batch((x.clone(),), (y,)) and seen==[] # laid out as the first batch: mixed, not checked again
+    assert batch((x[:3].clone(),), (y[:3],)) and seen==['TensorCategory'] # an epoch's last, smaller batch: checked
+    assert batch((x.clone(),), (y,)) and seen==['TensorCategory']*2
+    # a bad batch after good ones is refused as the first batch would be
+    with pytest.raises(ValueError, match="target 0 has shape \\(3,\\) but input 0 has batch size 4"): batch((x.clone(),), (y[:3],))
+    with pytest.raises(ValueError, match="boxes cannot be mixed"): batch((x.clone(),), (TensorBBox(torch.rand(4, 2, 4)),))
+    with pytest.raises(ValueError, match="cannot cut input 1"): batch((x.clone(), x[..., :5].clone()), (y,))
+
 # ------------------------------------------------------------------ every member of the family
 
 from fastai_cutmix.all import Cutout, CutMixUp, MixChoice, FMix, ResizeMix, RICAP
