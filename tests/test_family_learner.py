@@ -95,6 +95,20 @@ def test_member_trains(fmnist_dls, make):
     assert_close(float(acc), float(va), eps=1e-6)
     assert learn.loss_func is lf
 
+@pytest.mark.parametrize('make', members(['cutmix', 'cutmixup', 'cutmixup_per_sample', 'choice_per_sample']) + [
+    pytest.param(lambda: CutMixUp(mixup_alpha=SchedLin(.8, .2), cutmix_alpha=SchedLin(1., .5)), id='cutmixup_scheduled')])
+def test_member_trains_two_epochs(fmnist_dls, make):
+    """The second epoch's batches are laid out as the first's, which were checked, so they are not checked again; they
+    are mixed all the same, by a choice's members too, whose learner `after_train` took from them (a member's schedule
+    reads the training's progress off it)"""
+    mixer = make()
+    learn,lf = mk_learner(fmnist_dls, mixer)
+    probe = Probe()
+    learn.fit(2, 1e-2, cbs=probe)
+    assert len(probe.rows)==32 and all(r['mixed'] and math.isfinite(r['loss']) for r in probe.rows)
+    assert [r['iter'] for r in probe.rows]==list(range(16))*2
+    assert learn.loss_func is lf and mixer.idx is None
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. Ctrl-C in the middle of a mixed batch
 
