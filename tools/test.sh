@@ -51,3 +51,4 @@ bash tools/docs.sh
 DOCS_SITE_REQUIRED=1 .venv/bin/python -m pytest -q -p no:randomly tests/test_docs_site.py  # no skipping here
 echo "== benchmark smoke run (figures not checked: benchmarks are not tests)"
 .venv/bin/python bench/mixing_cost.py --quick --out "$(mktemp -d)"
+.venv/bin/python bench/against.py HEAD --shape 8x3x8x8 --warmup 1 --reps 3 --out "$(mktemp -d)/against.md" >/dev/null
