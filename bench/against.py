@@ -10,7 +10,7 @@ checkout is faster), with its quartiles. REV's package is taken with `git archiv
 another name; nothing is checked out. bench/README.md says more.
 """
 from __future__ import annotations
-import argparse, importlib, os, re, shlex, statistics, subprocess, sys, tarfile, tempfile, io
+import argparse, importlib, io, os, re, shlex, statistics, subprocess, sys, tarfile, tempfile
 from pathlib import Path
 import numpy as np
 import torch
