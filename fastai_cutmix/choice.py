@@ -55,6 +55,10 @@ class MixChoice(MixHandler):
         if not self.per_sample: return self.cur is not None and self.cur.region
         return all(m.region for m in self.mixers)
 
+    def _check(self):
+        self._lend() # every batch, before anything reads the members: a batch laid out as the last one is not checked again
+        return super()._check()
+
     def _lend(self):
         bufs = self._kept_bufs()
         for m in self.mixers:
@@ -63,13 +67,11 @@ class MixChoice(MixHandler):
             m.__dict__['_bufs'] = bufs # and share our kept buffers: one set for the choice
 
     def check_target(self, y, i):
-        self._lend()
         try:
             for m in self.mixers: m.check_target(y, i) # whichever member is drawn must be able to mix it
         except ValueError as e: raise ValueError(f"{type(self).__name__}: {e}") from None
 
     def mixes(self, t, i):
-        self._lend()
         try: todo = [m.mixes(t, i) for m in self.mixers] # every member must accept every input, whichever is drawn
         except ValueError as e: raise ValueError(f"{type(self).__name__}: {e}") from None # the callback the user attached, then the member
         if len(set(todo))>1: raise ValueError(
@@ -86,7 +88,6 @@ class MixChoice(MixHandler):
         return None if m.idx is None else (m.idx,m.wgt)
 
     def draw(self, x):
-        self._lend() # the batch checks lend the learner too, but a batch laid out as the last one is not checked again
         bs,dev = x.shape[0],x.device
         unmixed = lambda: (torch.arange(bs, device=dev)[None],torch.ones(1, bs, device=dev)) # made only where needed
         # the cumulative shares of the members but the last, as host numbers: a uniform draw `u` picks member `bisect(cum, u)`
