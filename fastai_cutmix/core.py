@@ -641,12 +641,20 @@ class MixHandler(Callback):
             step(c[-1], first)
 
     def pairs(self,
-        keep:Tensor, # (bs,) share of each sample that stays its own
+        keep:Tensor|float, # (bs,) share of each sample that stays its own; or one share for the whole batch, a Python number
+        x:Tensor=None, # The batch's first input, where `keep` is a number: its size and device
     )->tuple: # (`idx`, `wgt`), both (2, bs): the sample, then its random partner
         "`idx` and `wgt` for methods mixing each sample with one partner: the sample keeps `keep`, the partner the rest"
-        bs = keep.shape[0]
-        self.perm = torch.randperm(bs, device=keep.device)
-        return torch.stack([torch.arange(bs, device=keep.device), self.perm]), torch.stack([keep, 1-keep])
+        one = not isinstance(keep, Tensor)
+        if one and x is None: raise TypeError(f"{type(self).__name__}.pairs: a share that is a number needs the batch `x`: pairs(keep, x)")
+        bs,dev = (x.shape[0],x.device) if one else (keep.shape[0],keep.device)
+        self.perm = torch.randperm(bs, device=dev)
+        idx = torch.stack([torch.arange(bs, device=dev), self.perm])
+        if not one: return idx,torch.stack([keep, 1-keep])
+        # one share for the batch: two fills, where a tensor of shares would take one-element arithmetic (1-keep, stack)
+        wgt = torch.full((2, bs), keep, device=dev)
+        wgt[1].fill_(1-keep)
+        return idx,wgt
 
     def show(self,
         data, # `DataLoaders`, or a `Learner` (its `dls` and loss are used)

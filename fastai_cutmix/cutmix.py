@@ -114,7 +114,7 @@ class CutMix(MixHandler):
         lo,hi = host_box(host_lam(self.cur_alpha), size, self.minmax)
         self.box = (..., *(slice(a, b) for a,b in zip(lo, hi)))
         keep = 1 - math.prod(b-a for a,b in zip(lo, hi))/math.prod(size)
-        return self.pairs(torch.full((bs,), keep, device=x.device))
+        return self.pairs(keep, x)
 
     def mix(self, t):
         if self.per_sample:
@@ -165,9 +165,9 @@ class Cutout(CutMix):
         super().__init__(alpha, **kwargs)
         self.fill = _check_num('Cutout', 'fill', fill)
 
-    def pairs(self, keep):
+    def pairs(self, keep, x=None):
         "One source per sample: itself, with weight 1"
-        bs,dev = keep.shape[0],keep.device
+        bs,dev = (keep.shape[0],keep.device) if isinstance(keep, Tensor) else (x.shape[0],x.device)
         self.perm = None
         return torch.arange(bs, device=dev)[None],torch.ones(1, bs, device=dev)
 

@@ -25,24 +25,35 @@ class MixUp(MixHandler):
         super().__init__(alpha, **kwargs)
         name = type(self).__name__
         self.max_lam,self.per_sample = _check_bool(name, 'max_lam', max_lam),_check_bool(name, 'per_sample', per_sample)
+        self.lam = None # the batch's one λ, a number, where it has one (see `share`)
 
     def draw(self, x):
-        bs = x.shape[0]
-        if self.per_sample: lam = sample_lam(self.cur_alpha, bs, x.device)
-        else: lam = torch.full((bs,), host_lam(self.cur_alpha), device=x.device) # one λ, drawn on the host: a fill on the device
+        if not self.per_sample: # one λ, drawn on the host: the weights are two fills, and the blend takes a number
+            lam = host_lam(self.cur_alpha)
+            self.lam = max(lam, 1-lam) if self.max_lam else lam
+            return self.pairs(self.lam, x)
+        self.lam = None
+        lam = sample_lam(self.cur_alpha, x.shape[0], x.device)
         return self.pairs(torch.maximum(lam, 1-lam) if self.max_lam else lam)
+
+    def share(self,
+        j:int, # The source: 0 the sample itself, 1 its partner
+        t:Tensor, # The tensor being blended
+    ):
+        "Source `j`'s share as `lerp` takes it for `t`: the number `lam` where the batch has one λ, else a weight per sample from `wgt`"
+        if self.lam is not None: return self.lam if j==0 else 1-self.lam # a blend by a number: no weight tensor to broadcast
+        return self.wgt[j].view(-1, *[1]*(t.ndim-1)).to(t.dtype)
 
     def mixes(self, t, i): return t.is_floating_point()
 
     def mix(self, t):
         if not self.in_place: # blended into the gathered partners: one new batch
-            return t.index_select(0, self.perm).lerp_(t, self.wgt[0].view(-1, *[1]*(t.ndim-1)).to(t.dtype))
-        w = self.wgt[1] # each sample's partner's share
+            return t.index_select(0, self.perm).lerp_(t, self.share(0, t))
         if self.loops(t):
-            ws = w.tolist()
+            ws = self.wgt[1].tolist() # each sample's partner's share
             return self.walk(t, lambda s,i: s, lambda s,p,i: s.lerp_(p, ws[i]))
         u = _plain(t) # the same memory; fastai's types cost microseconds per operation
-        u.lerp_(self.partners(u), w.view(-1, *[1]*(u.ndim-1)).to(u.dtype))
+        u.lerp_(self.partners(u), self.share(1, u))
         return t
 
     def mix_rows(self, t, src, sel):

@@ -88,7 +88,7 @@ class ResizeMix(MixHandler):
             lo = [int(r*(s-d+1)) for r,s,d in zip(u, size, side)]
             self.side,self.lo = torch.tensor([side]),torch.tensor([lo]) # (1, nd), as the per-sample mode's (bs, nd)
             self.box = (..., *(slice(l, l+d) for l,d in zip(lo, side)))
-            return self.pairs(torch.full((bs,), 1-math.prod(side)/math.prod(size), device=x.device))
+            return self.pairs(1-math.prod(side)/math.prod(size), x)
         tau = torch.empty(bs, device=x.device).uniform_(a, b)
         self.side = torch.stack([(tau*s).round().long() for s in size], 1) # sizes as numbers: no host-to-device copy
         self.lo = torch.stack([(torch.rand(bs, device=x.device)*(s-self.side[:, d]+1)).long() for d,s in enumerate(size)], 1)
