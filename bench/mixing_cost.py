@@ -468,7 +468,7 @@ def write_md(path, results, mi, dev, cmd, skipped, quick):
         L += [f"### {shape.name}", ''] + overview_md(res['rows'], res['unit']) + ['', floor_line(res['rows']), '',
               f"Targets: {sum(t['result']=='PASS' for t in res['targets'])} of {len(res['targets'])} met"
               + (f"; missed: {'; '.join(miss)} (profiles below)." if miss else '.')
-              + (f" {under} of the misses are limits that the reference line is already above (noted in the table of targets)."
+              + (f" Misses at a limit that the reference line is already above: {under} (noted in the table of targets)."
                  if under else ''), '']
     for shape,res in results.items():
         unit,rows = res['unit'],res['rows']
