@@ -275,6 +275,12 @@ def _layout(t):
     "What the batch checks read of `t`: its type, and a tensor's dtype, shape and device"
     return (type(t), t.dtype, t.shape, t.device) if isinstance(t, Tensor) else (type(t),)
 
+def _batch_of(owner, keep, x):
+    "Batch size and device for the shares `keep` that `owner.pairs` got: a tensor's own, or for one number the batch `x`'s"
+    if isinstance(keep, Tensor): return keep.shape[0],keep.device
+    if x is None: raise TypeError(f"{type(owner).__name__}.pairs: a share that is a number needs the batch `x`: pairs(keep, x)")
+    return x.shape[0],x.device
+
 def blocks(
     t:Tensor, # A plain tensor, batch first
     nd:int, # How many of its last dimensions the blocks are cut along
@@ -645,12 +651,10 @@ class MixHandler(Callback):
         x:Tensor=None, # The batch's first input, where `keep` is a number: its size and device
     )->tuple: # (`idx`, `wgt`), both (2, bs): the sample, then its random partner
         "`idx` and `wgt` for methods mixing each sample with one partner: the sample keeps `keep`, the partner the rest"
-        one = not isinstance(keep, Tensor)
-        if one and x is None: raise TypeError(f"{type(self).__name__}.pairs: a share that is a number needs the batch `x`: pairs(keep, x)")
-        bs,dev = (x.shape[0],x.device) if one else (keep.shape[0],keep.device)
+        bs,dev = _batch_of(self, keep, x)
         self.perm = torch.randperm(bs, device=dev)
         idx = torch.stack([torch.arange(bs, device=dev), self.perm])
-        if not one: return idx,torch.stack([keep, 1-keep])
+        if isinstance(keep, Tensor): return idx,torch.stack([keep, 1-keep])
         # one share for the batch: two fills, where a tensor of shares would take one-element arithmetic (1-keep, stack)
         wgt = torch.full((2, bs), keep, device=dev)
         wgt[1].fill_(1-keep)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from fastai.basics import *
 from .core import *
-from .core import _check_num, _check_bool, _plain
+from .core import _check_num, _check_bool, _plain, _batch_of
 
 # %% auto #0
 __all__ = ['rand_box', 'host_box', 'box_share', 'paste_boxes', 'box_mask', 'CutMix', 'Cutout']
@@ -167,7 +167,7 @@ class Cutout(CutMix):
 
     def pairs(self, keep, x=None):
         "One source per sample: itself, with weight 1"
-        bs,dev = (keep.shape[0],keep.device) if isinstance(keep, Tensor) else (x.shape[0],x.device)
+        bs,dev = _batch_of(self, keep, x)
         self.perm = None
         return torch.arange(bs, device=dev)[None],torch.ones(1, bs, device=dev)
 
